@@ -1,0 +1,206 @@
+"""Switchback's YAML config → frozen dataclasses.
+
+A malformed config must stop the proxy with a message that names the file,
+the key and the fix, so every check here raises `ConfigError` with all three.
+Unknown keys are errors: a typo silently ignored is a fallback that never
+happens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .providers import BUILTIN, PROTOCOLS, Provider
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A config problem: where it is, what is wrong, how to fix it."""
+
+    def __init__(self, source: str, key: str, problem: str, fix: str) -> None:
+        self.source, self.key, self.problem, self.fix = source, key, problem, fix
+        super().__init__(f"{source}: {key}: {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One fallback step: a provider and a model name, or `*` for the same name."""
+
+    provider: str
+    model: str
+
+    def model_for(self, requested: str) -> str:
+        return requested if self.model == "*" else self.model
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    first_byte: float = 30.0  # streams: until the first event arrives
+    response: float = 300.0  # non-streaming: until the answer's headers arrive
+    idle: float = 300.0  # between events of a committed stream
+
+
+@dataclass(frozen=True)
+class Config:
+    providers: Mapping[str, Provider] = field(default_factory=dict)
+    fallbacks: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    source: str = "<built-in defaults>"
+
+    def fallbacks_for(self, model: str) -> tuple[Target, ...]:
+        return self.fallbacks.get(model, self.fallbacks.get("*", ()))
+
+
+def parse_duration(value: Any) -> float | None:
+    """`30s`, `500ms`, `2m`, `1h` or a bare number of seconds; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value > 0 else None
+    match = _DURATION.match(str(value))
+    if not match:
+        return None
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    return seconds if seconds > 0 else None
+
+
+class _Reader:
+    """Walks the raw YAML, raising ConfigError that names the file and key."""
+
+    def __init__(self, source: str, env: Mapping[str, str]) -> None:
+        self.source, self.env = source, env
+
+    def fail(self, key: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(self.source, key, problem, fix)
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | None = None) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {type(value).__name__}",
+                            f"write `{key}:` followed by indented `name: value` lines")
+        if allowed is not None:
+            for name in value:
+                if name not in allowed:
+                    raise self.fail(f"{key}.{name}" if key else str(name), "unknown key",
+                                    f"use one of: {', '.join(allowed)}")
+        return value
+
+    def secret(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "expected a non-empty string",
+                            'give the key literally or as "${ENV_VAR}"')
+
+        def expand(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in self.env or not self.env[name]:
+                raise self.fail(key, f"environment variable {name} is not set",
+                                f"export {name}=… before starting, or remove this key")
+            return self.env[name]
+
+        return _ENV.sub(expand, value)
+
+    def provider(self, name: str, raw: Any) -> Provider:
+        key = f"providers.{name}"
+        raw = self.mapping(raw, key, ("base_url", "keys", "protocol"))
+        base_url = raw.get("base_url")
+        parts = urlsplit(base_url) if isinstance(base_url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(f"{key}.base_url", f"expected an http(s) URL, got {base_url!r}",
+                            "write the provider's API root, e.g. https://api.example.com/v1")
+        keys = raw.get("keys", [])
+        if isinstance(keys, str):
+            keys = [keys]
+        if not isinstance(keys, list):
+            raise self.fail(f"{key}.keys", "expected a list of keys",
+                            'write keys: ["${MY_KEY}"] or leave it out to use the client\'s key')
+        protocol = raw.get("protocol", "auto")
+        if protocol not in PROTOCOLS:
+            raise self.fail(f"{key}.protocol", f"unknown protocol {protocol!r}",
+                            f"use one of: {', '.join(PROTOCOLS)}")
+        return Provider(
+            name=name,
+            base_url=base_url.rstrip("/"),
+            keys=tuple(self.secret(k, f"{key}.keys[{i}]") for i, k in enumerate(keys)),
+            protocol=protocol,
+        )
+
+    def targets(self, model: str, raw: Any, providers: Mapping[str, Provider]) -> tuple[Target, ...]:
+        key = f"fallbacks.{model}"
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list):
+            raise self.fail(key, "expected a list of provider/model entries",
+                            "write e.g. [backup/gpt-4o-mini, other/*]")
+        targets = []
+        for i, entry in enumerate(raw):
+            provider, sep, target_model = str(entry).partition("/")
+            if not sep or not provider or not target_model:
+                raise self.fail(f"{key}[{i}]", f"{entry!r} is not provider/model",
+                                "write provider/model, or provider/* for the same model name")
+            if provider not in providers:
+                raise self.fail(f"{key}[{i}]", f"unknown provider {provider!r}",
+                                f"define providers.{provider} or use one of: "
+                                f"{', '.join(providers) or '(none defined)'}")
+            targets.append(Target(provider, target_model))
+        return tuple(targets)
+
+    def timeouts(self, raw: Any) -> Timeouts:
+        raw = self.mapping(raw, "timeouts", tuple(Timeouts.__dataclass_fields__))
+        values = {}
+        for name, value in raw.items():
+            seconds = parse_duration(value)
+            if seconds is None:
+                raise self.fail(f"timeouts.{name}", f"{value!r} is not a duration",
+                                "write a positive duration like 30s, 500ms or 2m")
+            values[name] = seconds
+        return Timeouts(**values)
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Parse config text; `source` names the file in every error."""
+    reader = _Reader(source, os.environ if env is None else env)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(document)"
+        raise ConfigError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
+                          "check indentation and quoting on that line") from None
+    raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts"))
+    providers = {
+        str(name): reader.provider(str(name), value)
+        for name, value in reader.mapping(raw.get("providers"), "providers").items()
+    }
+    known = {**BUILTIN, **providers}
+    fallbacks = {
+        str(model): reader.targets(str(model), value, known)
+        for model, value in reader.mapping(raw.get("fallbacks"), "fallbacks").items()
+    }
+    return Config(providers=providers, fallbacks=fallbacks,
+                  timeouts=reader.timeouts(raw.get("timeouts")), source=source)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read the config file; no path means built-in defaults only."""
+    if not path:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"cannot read it ({exc.strerror})",
+                          "check the path given to switchback_config") from None
+    return parse_config(text, str(path))

@@ -1,0 +1,317 @@
+"""The attempt loop and the first-chunk gate.
+
+For one recognised call: try each planned candidate in turn with the shared
+httpx client, hold a streaming answer until its first meaningful SSE event
+shows success, judge every failure, record its cooldown and move on — all
+before any byte reaches the client. The result is either a whole answer
+(`Answer`) or a committed stream (`Committed`) for the relay to deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from .config import Config
+from .plan import Candidate, plan
+from .providers import ProviderTable
+from .recognise import CREDENTIAL_HEADERS, LlmCall
+from .sse import Event, SseParser
+from .state import Cooling, Health, key_scope, model_scope
+from .streams import GateClass, StreamShaper, gate_class, passthrough
+from .trail import Trail
+from .verdict import Action, Outcome, Verdict, error_info, judge, telling_rank
+
+# Not forwarded either way: connection-level, or describing bytes we re-frame.
+HOP_BY_HOP = {"host", "content-length", "content-encoding", "connection", "keep-alive",
+              "proxy-authorization", "proxy-connection", "te", "trailer",
+              "transfer-encoding", "upgrade", "accept-encoding"}
+# Headers that identify the client to the host it addressed; never sent elsewhere.
+ORIGIN_BOUND = {*CREDENTIAL_HEADERS, "openai-organization", "openai-project", "cookie"}
+MAX_ERROR_BODY = 1 << 20
+RETRY_AFTER_CAP = 60.0  # SDKs ignore longer retry-after values and guess instead
+
+
+@dataclass
+class Answer:
+    """A whole answer for `Response.make`."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Committed:
+    """A stream that passed the gate: status, headers and shaped body bytes."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes]
+
+
+@dataclass
+class Result:
+    delivery: Answer | Committed
+    trail: Trail
+    served_by: Candidate | None = None
+    failovers: int = 0
+
+
+@dataclass
+class _Failure:
+    verdict: Verdict
+    outcome: Outcome
+    candidate: Candidate
+
+
+@dataclass
+class _Context:
+    """What the loop learns about one call as it goes."""
+
+    call: LlmCall
+    trail: Trail = field(default_factory=Trail)
+    failures: list[_Failure] = field(default_factory=list)
+    dead_providers: set[str] = field(default_factory=set)
+
+
+def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str]]:
+    """The client's headers, minus hop-by-hop ones and minus anything that
+    identifies the client unless the candidate is the origin it addressed."""
+    same_origin = candidate.provider.origin == call.provider.origin
+    out = []
+    for name, value in call.headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower.startswith(":"):
+            continue
+        if lower in ORIGIN_BOUND and (candidate.key is not None or not same_origin):
+            continue
+        out.append((name, value))
+    if candidate.key is not None:
+        out.append(("authorization", f"Bearer {candidate.key}"))
+    return out
+
+
+def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers.multi_items() if k.lower() not in HOP_BY_HOP]
+
+
+def transport_failure(exc: BaseException) -> str:
+    """A short name for why an attempt never got an answer."""
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return "timeout"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, httpx.ConnectError):
+        if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
+            return "tls error"
+        return "refused"
+    return "reset"
+
+
+class Dispatcher:
+    """Runs the attempt loop for recognised calls."""
+
+    def __init__(self, client: httpx.AsyncClient, config: Config, table: ProviderTable,
+                 health: Health, clock: Callable[[], float] = time.time) -> None:
+        self.client, self.config, self.table = client, config, table
+        self.health, self.clock = health, clock
+
+    async def run(self, call: LlmCall) -> Result:
+        ctx = _Context(call)
+        planned = plan(call, self.config, self.table)
+        for note in planned.skipped:
+            ctx.trail.note(note)
+        for candidate in planned.candidates:
+            if candidate.provider.name in ctx.dead_providers:
+                continue
+            cooling = self._cooling(candidate)
+            if cooling is not None:
+                ctx.trail.skip(candidate.label, cooling.until - self.clock())
+                continue
+            delivery = await self._attempt(ctx, candidate)
+            if delivery is not None:
+                failovers = len({f.candidate for f in ctx.failures})
+                return Result(delivery, ctx.trail, candidate, failovers)
+        return Result(self._exhausted(ctx, planned.candidates), ctx.trail, None,
+                      len(ctx.failures))
+
+    def _cooling(self, candidate: Candidate) -> Cooling | None:
+        scopes = (key_scope(candidate.provider.name, candidate.fingerprint),
+                  model_scope(candidate.provider.name, candidate.model))
+        found = [c for c in map(self.health.cooling, scopes) if c is not None]
+        return max(found, key=lambda c: c.until) if found else None
+
+    async def _attempt(self, ctx: _Context, candidate: Candidate) -> Answer | Committed | None:
+        """One try. Returns what to deliver, or None to move on."""
+        call, timeouts = ctx.call, self.config.timeouts
+        body = call.raw if candidate.model == call.model else json.dumps(
+            {**call.body, "model": candidate.model}).encode()
+        request = self.client.build_request(
+            "POST", candidate.url, headers=upstream_headers(call, candidate), content=body,
+            timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.idle,
+                                  write=60.0, pool=30.0))
+        response: httpx.Response | None = None
+        held: list[Event] = []
+        try:
+            async with asyncio.timeout(timeouts.first_byte if call.stream else timeouts.response) \
+                    as deadline:
+                response = await self.client.send(request, stream=True)
+                if call.stream and response.status_code == 200 and \
+                        "text/event-stream" in response.headers.get("content-type", ""):
+                    chunks = response.aiter_bytes()
+                    parser = SseParser()
+                    verdict_event = await self._gate(chunks, parser, held, call.protocol,
+                                                     deadline, timeouts.idle)
+                    if verdict_event is None:
+                        ctx.trail.attempt(candidate.label, "200")
+                        self._succeeded(candidate)
+                        return Committed(200, response_headers(response.headers),
+                                         self._deliver(response, chunks, parser, held,
+                                                       passthrough(call.protocol)))
+                    outcome = Outcome(200, response.headers, verdict_event.data.encode(),
+                                      failure="first-event", client_key=candidate.key is None)
+                else:
+                    deadline.reschedule(None)
+                    raw = await response.aread()
+                    outcome = Outcome(response.status_code, response.headers,
+                                      raw[:MAX_ERROR_BODY], client_key=candidate.key is None)
+        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            if response is not None:
+                await response.aclose()
+            outcome = Outcome(None, failure=transport_failure(exc))
+        verdict = judge(outcome, self.clock())
+        if not verdict.moves_on:
+            ctx.trail.attempt(candidate.label, str(outcome.status))
+            if verdict.action is Action.DELIVER:
+                self._succeeded(candidate)
+            return Answer(outcome.status or 502,
+                          response_headers(httpx.Headers(outcome.headers)), outcome.body)
+        if response is not None:
+            await response.aclose()
+        self._failed(ctx, candidate, verdict, outcome)
+        return None
+
+    async def _gate(self, chunks: AsyncIterator[bytes], parser: SseParser, held: list[Event],
+                    protocol: str, deadline: asyncio.Timeout, idle: float) -> Event | None:
+        """Hold events until one shows the answer has started (None: commit)
+        or failed (that event). The deadline covers the first event; after
+        that the stream only has to keep talking."""
+        loop = asyncio.get_running_loop()
+        async for chunk in chunks:
+            for event in parser.feed(chunk):
+                held.append(event)
+                kind = gate_class(protocol, event)
+                if kind is GateClass.ERROR:
+                    return event
+                if kind in (GateClass.CONTENT, GateClass.END):
+                    deadline.reschedule(None)
+                    return None
+            if held:
+                deadline.reschedule(loop.time() + idle)
+        tail = parser.close()
+        if tail is not None:
+            held.append(tail)
+        if held and gate_class(protocol, held[-1]) is GateClass.ERROR:
+            return held[-1]
+        raise httpx.RemoteProtocolError("stream ended before its first answer event")
+
+    async def _deliver(self, response: httpx.Response, chunks: AsyncIterator[bytes],
+                       parser: SseParser, held: list[Event],
+                       shaper: StreamShaper) -> AsyncIterator[bytes]:
+        """The committed stream, event by event; a break after commit is
+        closed in the client's protocol; the upstream is always closed."""
+        try:
+            for event in held:
+                yield shaper.feed(event)
+            try:
+                async for chunk in chunks:
+                    for event in parser.feed(chunk):
+                        yield shaper.feed(event)
+                tail = parser.close()
+                if tail is not None:
+                    yield shaper.feed(tail)
+                yield shaper.finish()
+            except (httpx.HTTPError, OSError) as exc:
+                yield shaper.fail(f"upstream stream broke: {transport_failure(exc)}")
+        finally:
+            await response.aclose()
+
+    def _succeeded(self, candidate: Candidate) -> None:
+        self.health.succeeded(key_scope(candidate.provider.name, candidate.fingerprint),
+                              model_scope(candidate.provider.name, candidate.model))
+
+    def _failed(self, ctx: _Context, candidate: Candidate, verdict: Verdict,
+                outcome: Outcome) -> None:
+        seconds = self.health.record(
+            verdict, key_scope(candidate.provider.name, candidate.fingerprint),
+            model_scope(candidate.provider.name, candidate.model))
+        result = str(outcome.status) if outcome.status is not None else verdict.reason
+        if outcome.failure == "first-event":
+            result = f"error event ({error_message_text(outcome)})"
+        ctx.trail.attempt(candidate.label, result, seconds)
+        ctx.failures.append(_Failure(verdict, outcome, candidate))
+        if verdict.action is Action.NEXT_PROVIDER:
+            ctx.dead_providers.add(candidate.provider.name)
+
+    def _exhausted(self, ctx: _Context, candidates: tuple[Candidate, ...]) -> Answer:
+        """Every candidate failed or is cooling: the most telling upstream
+        error, status class kept, with when to come back."""
+        now = self.clock()
+        coolings = [c for c in map(self._cooling, candidates) if c is not None]
+        soonest = min(coolings, key=lambda c: c.until) if coolings else None
+        no_retry = bool(coolings) and all(c.no_retry for c in coolings)
+        if ctx.failures:
+            best = min(ctx.failures, key=lambda f: telling_rank(f.verdict, f.outcome.status))
+            no_retry = no_retry or best.verdict.no_retry
+            if best.outcome.status is not None:
+                status, body = best.outcome.status, best.outcome.body
+                headers = response_headers(httpx.Headers(best.outcome.headers))
+                if best.outcome.failure == "first-event":
+                    status, body = _error_status(best.verdict), _error_body(
+                        error_message_text(best.outcome), best.verdict)
+                    headers = [("content-type", "application/json")]
+            else:
+                status = 504 if best.verdict.reason == "timeout" else 502
+                body = _error_body(f"upstream {best.verdict.reason}: {ctx.trail}", best.verdict)
+                headers = [("content-type", "application/json")]
+        else:
+            reasons = {c.reason for c in coolings}
+            status = 429 if reasons & {"rate limit", "quota", "key refused"} or not coolings \
+                else 503
+            body = json.dumps({"error": {
+                "message": f"Switchback: every candidate for {ctx.call.model} is cooling down "
+                           f"({', '.join(sorted(reasons)) or 'no candidate'})",
+                "type": "rate_limit_error" if status == 429 else "server_error",
+                "code": "switchback_all_cooling"}}).encode()
+            headers = [("content-type", "application/json")]
+        headers = [(k, v) for k, v in headers
+                   if k.lower() not in ("retry-after", "retry-after-ms", "x-should-retry")]
+        if soonest is not None:
+            wait = min(max(0.0, soonest.until - now), RETRY_AFTER_CAP)
+            headers += [("retry-after", str(math.ceil(wait))),
+                        ("retry-after-ms", str(math.ceil(wait * 1000)))]
+        if no_retry:
+            headers.append(("x-should-retry", "false"))
+        return Answer(status, headers, body)
+
+
+def error_message_text(outcome: Outcome) -> str:
+    info = error_info(outcome.body)
+    return (info.message or info.code or info.type or "error")[:120]
+
+
+def _error_status(verdict: Verdict) -> int:
+    return {"rate limit": 429, "quota": 429}.get(verdict.reason, 502)
+
+
+def _error_body(message: str, verdict: Verdict) -> bytes:
+    kind = "rate_limit_error" if verdict.reason in ("rate limit", "quota") else "server_error"
+    return json.dumps({"error": {"message": message, "type": kind,
+                                 "code": f"upstream_{verdict.reason.replace(' ', '_')}"}}).encode()

@@ -1,0 +1,84 @@
+"""Which provider a URL belongs to: built-in knowledge plus the config.
+
+Without a config Switchback still recognises the common OpenAI-style hosts,
+so cooldowns and the first-chunk gate work for them out of the box. A
+configured provider with the same name replaces the built-in one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+PROTOCOLS = ("auto", "chat", "responses")
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str  # normalised: no trailing slash
+    keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never printed
+    protocol: str = "auto"
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port): the client's own key may go only here."""
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.scheme, (parts.hostname or "").lower(), port
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.base_url).path.rstrip("/")
+
+
+BUILTIN: Mapping[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider("openai", "https://api.openai.com/v1"),
+        Provider("groq", "https://api.groq.com/openai/v1"),
+        Provider("openrouter", "https://openrouter.ai/api/v1"),
+        Provider("together", "https://api.together.xyz/v1"),
+        Provider("mistral", "https://api.mistral.ai/v1"),
+        Provider("deepseek", "https://api.deepseek.com"),
+        Provider("fireworks", "https://api.fireworks.ai/inference/v1"),
+        Provider("gemini", "https://generativelanguage.googleapis.com/v1beta/openai"),
+        Provider("xai", "https://api.x.ai/v1"),
+        Provider("cerebras", "https://api.cerebras.ai/v1"),
+        Provider("perplexity", "https://api.perplexity.ai"),
+        Provider("anthropic", "https://api.anthropic.com/v1"),
+    )
+}
+
+ENDPOINTS = {"/chat/completions": "chat", "/responses": "responses"}
+
+
+class ProviderTable:
+    """Looks up the provider whose base URL a request falls under."""
+
+    def __init__(self, configured: Mapping[str, Provider]) -> None:
+        self.by_name: dict[str, Provider] = {**BUILTIN, **configured}
+        # Longest base path first, so a more specific provider wins on one host.
+        self._ordered = sorted(self.by_name.values(), key=lambda p: -len(p.path))
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self.by_name.values())
+
+    def match(self, url: str) -> tuple[Provider, str] | None:
+        """(provider, protocol) for an LLM endpoint URL under a known base URL."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        origin = (parts.scheme, (parts.hostname or "").lower(), port)
+        path = parts.path.rstrip("/")
+        for provider in self._ordered:
+            if provider.origin != origin:
+                continue
+            rest = path[len(provider.path):] if path.startswith(provider.path) else None
+            if rest in ENDPOINTS:
+                return provider, ENDPOINTS[rest]
+        return None
+
+    def endpoint_url(self, provider: Provider, protocol: str) -> str:
+        suffix = next(s for s, p in ENDPOINTS.items() if p == protocol)
+        return provider.base_url + suffix

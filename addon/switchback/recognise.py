@@ -1,0 +1,74 @@
+"""Recognise an OpenAI-style LLM call in a client request.
+
+Anything not recognised — another path, another method, an unknown host, a
+body that is not a JSON object with a model — is left to mitmproxy untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .providers import Provider, ProviderTable
+
+CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
+
+
+@dataclass(frozen=True)
+class LlmCall:
+    """One client call as Switchback understands it."""
+
+    provider: Provider  # the provider the client addressed
+    protocol: str  # "chat" or "responses": what the client speaks
+    url: str  # exactly as the client sent it
+    model: str
+    stream: bool
+    body: dict[str, Any] = field(repr=False)
+    raw: bytes = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    credential: str | None = field(repr=False)  # the client's own key, if any
+
+
+def fingerprint(secret: str) -> str:
+    """A short, stable, non-reversible name for a key: safe to log."""
+    return "#" + hashlib.sha256(secret.encode()).hexdigest()[:6]
+
+
+def client_credential(headers: Iterable[tuple[str, str]]) -> str | None:
+    for name, value in headers:
+        if name.lower() in CREDENTIAL_HEADERS and value.strip():
+            scheme, _, token = value.strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token else value.strip()
+    return None
+
+
+def recognise(method: str, url: str, headers: Iterable[tuple[str, str]], raw: bytes,
+              table: ProviderTable) -> LlmCall | None:
+    """An `LlmCall` for a POST to a known provider's LLM endpoint, else None."""
+    if method.upper() != "POST":
+        return None
+    match = table.match(url)
+    if match is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return None
+    headers = tuple(headers)
+    provider, protocol = match
+    return LlmCall(
+        provider=provider,
+        protocol=protocol,
+        url=url,
+        model=body["model"],
+        stream=body.get("stream") is True,
+        body=body,
+        raw=raw,
+        headers=headers,
+        credential=client_credential(headers),
+    )

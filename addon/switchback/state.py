@@ -1,0 +1,110 @@
+"""Health state: cooldowns per (provider, key) and per (provider, model).
+
+Callers speak to `Health`; `Health` speaks to a `Store`, a small key/value
+interface with per-entry TTL. The memory store is a bounded cachetools
+TLRUCache; a shared store (Redis, …) can implement the same four methods
+later without touching callers. Keys here are fingerprints, never secrets.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cachetools import TLRUCache
+
+from .cooldown import CooldownPolicy
+from .verdict import Cooldown, Scope, Verdict
+
+Clock = Callable[[], float]
+
+
+class Store(Protocol):
+    """Key/value with a time-to-live per entry."""
+
+    def get(self, key: Hashable) -> Any | None: ...
+    def put(self, key: Hashable, value: Any, ttl: float) -> None: ...
+    def delete(self, key: Hashable) -> None: ...
+    def items(self) -> Iterator[tuple[Hashable, Any]]: ...
+
+
+class MemoryStore:
+    """In-process store, bounded so a long-running proxy cannot grow without end."""
+
+    def __init__(self, clock: Clock = time.time, maxsize: int = 10_000) -> None:
+        self._cache: TLRUCache = TLRUCache(maxsize, ttu=lambda _k, v, _now: v[0], timer=clock)
+        self._clock = clock
+
+    def get(self, key: Hashable) -> Any | None:
+        entry = self._cache.get(key)
+        return None if entry is None else entry[1]
+
+    def put(self, key: Hashable, value: Any, ttl: float) -> None:
+        self._cache[key] = (self._clock() + ttl, value)
+
+    def delete(self, key: Hashable) -> None:
+        self._cache.pop(key, None)
+
+    def items(self) -> Iterator[tuple[Hashable, Any]]:
+        self._cache.expire()
+        return ((k, v[1]) for k, v in list(self._cache.items()))
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """A scope that must not be used until `until` (epoch seconds)."""
+
+    until: float
+    reason: str
+    no_retry: bool = False
+
+
+def key_scope(provider: str, fingerprint: str) -> tuple[str, str, str]:
+    return ("key", provider, fingerprint)
+
+
+def model_scope(provider: str, model: str) -> tuple[str, str, str]:
+    return ("model", provider, model)
+
+
+class Health:
+    """Cooldowns with backoff memory; the policy decides how long."""
+
+    def __init__(self, store: Store, policy: CooldownPolicy = CooldownPolicy(),
+                 clock: Clock = time.time, rand: Callable[[], float] = random.random) -> None:
+        self.store, self.policy, self.clock, self.rand = store, policy, clock, rand
+
+    def cooling(self, scope: tuple) -> Cooling | None:
+        entry = self.store.get(("cool", scope))
+        return entry if entry is not None and entry.until > self.clock() else None
+
+    def record(self, verdict: Verdict, key: tuple, model: tuple) -> float | None:
+        """Apply a failure verdict's cooldown; returns its length in seconds."""
+        cooldown: Cooldown | None = verdict.cooldown
+        if cooldown is None:
+            return None
+        scope = key if cooldown.scope is Scope.KEY else model
+        failures = (self.store.get(("failures", scope)) or 0) + 1
+        hint = verdict.hints.wait
+        seconds = (self.policy.long_duration(hint) if cooldown.long
+                   else self.policy.duration(hint, failures, self.rand()))
+        self.store.put(("failures", scope), failures, self.policy.ceiling * 4)
+        if seconds > 0:
+            self.cool(scope, seconds, verdict.reason, verdict.no_retry)
+        return seconds
+
+    def cool(self, scope: tuple, seconds: float, reason: str, no_retry: bool = False) -> None:
+        self.store.put(("cool", scope), Cooling(self.clock() + seconds, reason, no_retry), seconds)
+
+    def succeeded(self, *scopes: tuple) -> None:
+        """A success resets the backoff of every scope that served it."""
+        for scope in scopes:
+            self.store.delete(("failures", scope))
+
+    def cooldowns(self) -> list[tuple[tuple, Cooling]]:
+        now = self.clock()
+        return [(k[1], v) for k, v in self.store.items()
+                if k[0] == "cool" and v.until > now]

@@ -1,0 +1,201 @@
+"""What an upstream answer means for the call: one pure function, `judge`.
+
+It encodes the failure table of RATE_LIMITS.md and the "endpoint does not
+exist" rules of PROTOCOLS.md: deliver, pass the answer through, switch
+protocol, try the next key, or try the next provider — and which cooldown
+the failure earns.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .hints import Hints, parse_hints
+
+
+class Action(enum.Enum):
+    DELIVER = "deliver"
+    PASS_THROUGH = "pass through"
+    SWITCH_PROTOCOL = "switch protocol"
+    NEXT_KEY = "next key"
+    NEXT_PROVIDER = "next provider"
+
+
+class Scope(enum.Enum):
+    KEY = "key"  # (provider, key fingerprint)
+    MODEL = "model"  # (provider, model)
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    scope: Scope
+    long: bool = False  # quota, billing, dead key: hours, not seconds
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's result. `failure` names a transport failure ("refused",
+    "tls", "reset", "timeout", …) or "first-event" for a stream whose first
+    event was an error (its data in `body`)."""
+
+    status: int | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    failure: str | None = None
+    client_key: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str  # short words for the trail: "rate limit", "quota", "refused", …
+    cooldown: Cooldown | None = None
+    hints: Hints = Hints()
+    no_retry: bool = False  # tell clients not to retry (x-should-retry: false)
+
+    @property
+    def moves_on(self) -> bool:
+        return self.action in (Action.SWITCH_PROTOCOL, Action.NEXT_KEY, Action.NEXT_PROVIDER)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: str = ""
+    type: str = ""
+    param: str = ""
+    message: str = ""
+    raw: Any = None  # the parsed body, for checks on its shape
+
+    @property
+    def text(self) -> str:
+        return f"{self.code} {self.type} {self.message}".lower()
+
+
+def _first_error(payload: Any) -> Any:
+    if isinstance(payload, list):
+        return _first_error(payload[0]) if payload else None
+    if not isinstance(payload, dict):
+        return payload
+    if "error" in payload and payload["error"] is not None:
+        return payload["error"]
+    if isinstance(payload.get("response"), dict) and payload["response"].get("error"):
+        return payload["response"]["error"]
+    return payload
+
+
+def error_info(body: bytes) -> ErrorInfo:
+    """The code, type, param and message of an error body, whatever its shape."""
+    try:
+        payload = json.loads(body) if body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return ErrorInfo(message=body[:500].decode("utf-8", "replace"))
+    err = _first_error(payload)
+    if isinstance(err, str):
+        return ErrorInfo(message=err, raw=payload)
+    if not isinstance(err, dict):
+        return ErrorInfo(raw=payload)
+    def text(name: str) -> str:
+        value = err.get(name)
+        return value if isinstance(value, str) else ("" if value is None else str(value))
+    message = text("message") or text("detail")
+    return ErrorInfo(text("code") or text("status"), text("type"), text("param"), message, payload)
+
+
+_NOT_FOUND_MESSAGE = re.compile(
+    r"invalid url|unknown request url|no route matched|page not found|file not found|^not found\.?$",
+    re.I)
+_OTHER_ENDPOINT = re.compile(r"chat[/ _.-]?completions|responses? api|/responses|\bresponses\b", re.I)
+_UNSUPPORTED = re.compile(r"not supported|unsupported|does not support|not available|use the", re.I)
+_QUOTA = re.compile(r"insufficient_quota|billing|insufficient.?balance|quota|credit|per.?day|payment",
+                    re.I)
+_MODEL_MISSING = re.compile(r"model_not_found|model .*(does not exist|not found)|unknown model|"
+                            r"no such model|invalid model", re.I)
+_CONTEXT = re.compile(r"context_length_exceeded|context length|maximum context|too many tokens", re.I)
+
+
+def endpoint_missing(status: int, info: ErrorInfo) -> bool:
+    """True when the upstream says this endpoint does not exist (PROTOCOLS.md)."""
+    if info.code == "model_not_found" or info.param in ("response_id", "previous_response_id"):
+        return False
+    if re.search(r"response with id .* not found", info.message, re.I):
+        return False
+    if status in (405, 501):
+        return True
+    if status == 404:
+        return (info.raw is None or info.code == "unknown_url"
+                or info.raw == {"detail": "Not Found"}
+                or bool(_NOT_FOUND_MESSAGE.search(info.message.strip())))
+    if status == 200:
+        return info.message.lower().startswith("unexpected endpoint or method")
+    if status == 400:
+        return bool(_UNSUPPORTED.search(info.message) and _OTHER_ENDPOINT.search(info.message))
+    return False
+
+
+def judge(outcome: Outcome, now: float) -> Verdict:
+    """The verdict for one attempt's outcome."""
+    hints = parse_hints(outcome.headers, outcome.body or None, now)
+    status = outcome.status
+    if outcome.failure and outcome.failure != "first-event":
+        return Verdict(Action.NEXT_PROVIDER, outcome.failure, Cooldown(Scope.MODEL), hints)
+    info = error_info(outcome.body) if outcome.failure or status != 200 else ErrorInfo()
+    if outcome.failure == "first-event":
+        return _stream_error(info, hints)
+    assert status is not None
+    if status == 200 and outcome.body[:1] == b"{" and b'"error"' in outcome.body:
+        info = error_info(outcome.body)
+        if endpoint_missing(200, info):
+            return Verdict(Action.SWITCH_PROTOCOL, "endpoint missing", hints=hints)
+        if isinstance(info.raw, dict) and not ({"choices", "output"} & info.raw.keys()):
+            return _stream_error(info, hints)
+    if 200 <= status < 300:
+        return Verdict(Action.DELIVER, str(status), hints=hints)
+    if endpoint_missing(status, info):
+        return Verdict(Action.SWITCH_PROTOCOL, "endpoint missing", hints=hints)
+    if status in (401, 403):
+        if outcome.client_key:
+            return Verdict(Action.PASS_THROUGH, "unauthorized", hints=hints)
+        return Verdict(Action.NEXT_KEY, "key refused", Cooldown(Scope.KEY, long=True), hints,
+                       no_retry=True)
+    if status in (402, 429):
+        if status == 429 and re.search(r"request too large", info.message, re.I):
+            return Verdict(Action.NEXT_PROVIDER, "too large", hints=hints)
+        if status == 402 or hints.per_day or _QUOTA.search(info.text):
+            return Verdict(Action.NEXT_KEY, "quota", Cooldown(Scope.KEY, long=True), hints,
+                           no_retry=True)
+        return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
+    if status == 404 and _MODEL_MISSING.search(info.text):
+        return Verdict(Action.NEXT_PROVIDER, "model missing", Cooldown(Scope.MODEL, long=True),
+                       hints)
+    if status in (408, 409) or status >= 500:
+        return Verdict(Action.NEXT_PROVIDER, "overloaded" if status in (503, 529) else
+                       "server error", Cooldown(Scope.MODEL), hints)
+    reason = "context length" if _CONTEXT.search(info.text) else "client error"
+    return Verdict(Action.PASS_THROUGH, reason, hints=hints)
+
+
+def _stream_error(info: ErrorInfo, hints: Hints) -> Verdict:
+    """An error that came with a 200: read its code like a status would be."""
+    if _QUOTA.search(info.text):
+        return Verdict(Action.NEXT_KEY, "quota", Cooldown(Scope.KEY, long=True), hints,
+                       no_retry=True)
+    if re.search(r"rate.?limit", info.text):
+        return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
+    return Verdict(Action.NEXT_PROVIDER, "error event", Cooldown(Scope.MODEL), hints)
+
+
+_TELLING = {"quota": 0, "key refused": 1, "rate limit": 2, "overloaded": 3, "server error": 4,
+            "model missing": 5, "error event": 6, "too large": 7}
+
+
+def telling_rank(verdict: Verdict, status: int | None) -> int:
+    """Lower is more telling: which failure the client should see at exhaustion.
+    Upstream answers beat synthesized transport errors."""
+    if status is None:
+        return 100
+    return _TELLING.get(verdict.reason, 50)

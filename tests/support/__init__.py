@@ -1,0 +1,1 @@
+"""Test support: fake providers, certificates, a running proxy. Loopback only."""

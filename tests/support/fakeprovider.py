@@ -1,0 +1,254 @@
+"""A fake OpenAI-style provider: a real HTTPS server on 127.0.0.1.
+
+It speaks both protocols (or only one, like real providers), streaming and
+not, and plays scripted faults in order: a status with headers and body, a
+slow first byte, an error as the first event, a stream cut midway, a
+connection dropped without an answer. It records every request it gets, so
+tests can count calls per path and per key and see exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .tlsca import ServerCert
+
+CHAT, RESPONSES = "/chat/completions", "/responses"
+
+
+@dataclass
+class Reply:
+    """One scripted reply. Unset fields mean "answer normally"."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None  # JSON-able or bytes: replaces the normal body
+    events: list[Any] | None = None  # SSE payloads (dict → JSON, str → as is) replacing the stream
+    first_byte_delay: float = 0.0
+    event_delay: float = 0.0
+    cut_after: int | None = None  # stream: drop the connection after this many events
+    drop: bool = False  # close the connection without any answer
+    text: str | None = None  # the answer's text
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def key(self) -> str | None:
+        auth = self.headers.get("authorization", "")
+        return auth.removeprefix("Bearer ") or None
+
+
+def chat_completion(model: str, text: str) -> dict:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+def chat_events(model: str, text: str, usage: bool) -> list[Any]:
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+    events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "finish_reason": None}]}]
+    for word in _pieces(text):
+        events.append({**base, "choices": [{"index": 0, "delta": {"content": word},
+                                            "finish_reason": None}]})
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        events.append({**base, "choices": [], "usage": {"prompt_tokens": 5,
+                                                        "completion_tokens": 3,
+                                                        "total_tokens": 8}})
+    events.append("[DONE]")
+    return events
+
+
+def response_object(model: str, text: str, status: str = "completed") -> dict:
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    return {"id": "resp_fake", "object": "response", "created_at": int(time.time()),
+            "status": status, "model": model, "error": None, "incomplete_details": None,
+            "instructions": None, "tools": [], "tool_choice": "auto",
+            "parallel_tool_calls": True,
+            "output": [{"type": "message", "id": "msg_fake", "status": "completed",
+                        "role": "assistant", "content": content}] if status == "completed" else [],
+            "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def response_events(model: str, text: str) -> list[Any]:
+    start = response_object(model, text, status="in_progress")
+    part = {"type": "output_text", "text": "", "annotations": []}
+    item = {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant",
+            "content": []}
+    events: list[dict] = [
+        {"type": "response.created", "response": start},
+        {"type": "response.in_progress", "response": start},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", "item_id": "msg_fake", "output_index": 0,
+         "content_index": 0, "part": part},
+    ]
+    for piece in _pieces(text):
+        events.append({"type": "response.output_text.delta", "item_id": "msg_fake",
+                       "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []})
+    done_part = {**part, "text": text}
+    final = response_object(model, text)
+    events += [
+        {"type": "response.output_text.done", "item_id": "msg_fake", "output_index": 0,
+         "content_index": 0, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", "item_id": "msg_fake", "output_index": 0,
+         "content_index": 0, "part": done_part},
+        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][0]},
+        {"type": "response.completed", "response": final},
+    ]
+    for number, event in enumerate(events):
+        event["sequence_number"] = number
+    return events
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+
+def sse(payload: Any) -> bytes:
+    if isinstance(payload, str):
+        return f"data: {payload}\n\n".encode()
+    head = f"event: {payload['type']}\n" if "type" in payload else ""  # Responses events
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+class FakeProvider:
+    """Start with `with FakeProvider(cert, "name") as fake:`; it stops on exit."""
+
+    def __init__(self, cert: ServerCert, name: str,
+                 paths: tuple[str, ...] = (CHAT, RESPONSES)) -> None:
+        self.name, self.paths = name, paths
+        self.seen: list[Seen] = []
+        self.disconnects = 0  # streams whose client went away mid-way
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert.cert, cert.key)
+        context.set_alpn_protocols(["http/1.1"])
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://localhost:{self.port}/v1"
+
+    def __enter__(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies for the next requests, in order."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def count(self, path: str | None = None, key: str | None = None) -> int:
+        return sum(1 for s in self.seen if (path is None or s.path.endswith(path))
+                   and (key is None or s.key == key))
+
+    def _next(self) -> Reply:
+        with self._lock:
+            return self._script.popleft() if self._script else Reply()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {}
+                path = self.path.split("?")[0]
+                fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()},
+                                      body))
+                if not any(path.endswith(p) for p in fake.paths):
+                    return self._send(404, {"error": {"message": f"Invalid URL (POST {path})",
+                                                      "type": "invalid_request_error",
+                                                      "code": "unknown_url"}})
+                reply = fake._next()
+                if reply.drop:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                time.sleep(reply.first_byte_delay)
+                model = body.get("model", "unknown")
+                text = reply.text or f"hello from {fake.name}"
+                if reply.status != 200 or reply.body is not None:
+                    return self._send(reply.status, reply.body, reply.headers)
+                if body.get("stream"):
+                    usage = path.endswith(RESPONSES) or bool(
+                        (body.get("stream_options") or {}).get("include_usage"))
+                    events = reply.events if reply.events is not None else (
+                        response_events(model, text) if path.endswith(RESPONSES)
+                        else chat_events(model, text, usage))
+                    return self._stream(events, reply)
+                answer = response_object(model, text) if path.endswith(RESPONSES) \
+                    else chat_completion(model, text)
+                self._send(200, answer, reply.headers)
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None
+                      ) -> None:
+                data = body if isinstance(body, bytes) else (
+                    b"" if body is None else json.dumps(body).encode())
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, events: list[Any], reply: Reply) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for number, event in enumerate(events):
+                        if reply.cut_after is not None and number >= reply.cut_after:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        self.wfile.write(sse(event))
+                        self.wfile.flush()
+                        time.sleep(reply.event_delay)
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+                    with fake._lock:
+                        fake.disconnects += 1
+
+        return Handler

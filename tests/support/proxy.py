@@ -1,0 +1,103 @@
+"""Run a real mitmdump with the Switchback addon, and clients that trust it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDON = ROOT / "addon" / "switchback_addon.py"
+GUARD = Path(__file__).with_name("loopback_guard.py")
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mitmdump exited {process.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mitmdump did not listen on {port} within {seconds}s:\n{log.read_text()}")
+
+
+@dataclass
+class Proxy:
+    port: int
+    ca: Path  # the proxy CA clients must trust
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def http_client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(proxy=self.url, verify=ssl.create_default_context(cafile=str(self.ca)),
+                            trust_env=False, **kwargs)
+
+    def openai(self, base_url: str, api_key: str = "sk-client-key", **kwargs):
+        import openai
+        return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                             http_client=self.http_client(timeout=30), **kwargs)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def mitmdump_command(port: int, confdir: Path, upstream_ca: Path,
+                     config: Path | None, extra: tuple[str, ...] = ()) -> list[str]:
+    command = [str(MITMDUMP), "-s", str(GUARD), "-s", str(ADDON),
+               "--listen-host", "127.0.0.1", "--listen-port", str(port),
+               "--set", f"confdir={confdir}",
+               "--set", "connection_strategy=lazy",
+               "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+    if config is not None:
+        command += ["--set", f"switchback_config={config}"]
+    return command + list(extra)
+
+
+@contextmanager
+def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path, config_text: str | None,
+                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+                  ) -> Iterator[Proxy]:
+    """A mitmdump with the addon; stopped (and waited for) on exit."""
+    config = None
+    if config_text is not None:
+        config = workdir / "switchback.yaml"
+        config.write_text(config_text)
+    port = free_port()
+    log = workdir / f"mitmdump-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            mitmdump_command(port, confdir, upstream_ca, config, extra),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=ROOT)
+    try:
+        wait_for_port(port, process, log)
+        yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
