@@ -93,7 +93,7 @@ def parse_retry_after(value: str, now: float) -> float | None:
         return seconds
     try:
         return _until(email.utils.parsedate_to_datetime(value.strip()), now)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # its parser is lenient, and leaky
         return None
 
 
@@ -116,7 +116,7 @@ def parse_reset(value: str, now: float) -> float | None:
         return duration
     try:
         return _until(datetime.fromisoformat(value.strip()), now)
-    except (TypeError, ValueError, OverflowError):
+    except ValueError:
         return None
 
 

@@ -110,7 +110,8 @@ _NOT_FOUND_MESSAGE = re.compile(
     r"invalid url|unknown request url|no route matched|page not found|file not found|^not found\.?$",
     re.I)
 _OTHER_ENDPOINT = re.compile(r"chat[/ _.-]?completions|responses? api|/responses|\bresponses\b", re.I)
-_UNSUPPORTED = re.compile(r"not supported|unsupported|does not support|not available|use the", re.I)
+_UNSUPPORTED = re.compile(r"not supported|unsupported|does not support|only supported|"
+                          r"not available|use the", re.I)
 _QUOTA = re.compile(r"insufficient_quota|billing|insufficient.?balance|quota|credit|per.?day|payment",
                     re.I)
 _MODEL_MISSING = re.compile(r"model_not_found|model .*(does not exist|not found)|unknown model|"
