@@ -39,7 +39,8 @@ def proxy(tmp_path: Path, confdir: Path, server_cert: ServerCert
           ) -> Iterator[Callable[..., Proxy]]:
     """Factory: start mitmdump + Switchback with a config text; stopped after the test."""
     with ExitStack() as stack:
-        def start(config_text: str | None, **kwargs) -> Proxy:
+        def start(config_text: str | None, trust_upstream: bool = True, **kwargs) -> Proxy:
+            ca = server_cert.ca if trust_upstream else None
             return stack.enter_context(
-                running_proxy(tmp_path, confdir, server_cert.ca, config_text, **kwargs))
+                running_proxy(tmp_path, confdir, ca, config_text, **kwargs))
         yield start

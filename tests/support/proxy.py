@@ -18,7 +18,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addon" / "switchback_addon.py"
 GUARD = Path(__file__).with_name("loopback_guard.py")
-MITMDUMP = Path(sys.executable).with_name("mitmdump")
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -63,32 +63,34 @@ class Proxy:
         return self.log.read_text()
 
 
-def mitmdump_command(port: int, confdir: Path, upstream_ca: Path,
-                     config: Path | None, extra: tuple[str, ...] = ()) -> list[str]:
-    command = [str(MITMDUMP), "-s", str(GUARD), "-s", str(ADDON),
+def mitmproxy_command(tool: str, port: int, confdir: Path, upstream_ca: Path | None,
+                      config: Path | None, extra: tuple[str, ...] = ()) -> list[str]:
+    command = [str(BIN / tool), "-s", str(GUARD), "-s", str(ADDON),
                "--listen-host", "127.0.0.1", "--listen-port", str(port),
                "--set", f"confdir={confdir}",
-               "--set", "connection_strategy=lazy",
-               "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+               "--set", "connection_strategy=lazy"]
+    if upstream_ca is not None:
+        command += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if config is not None:
         command += ["--set", f"switchback_config={config}"]
     return command + list(extra)
 
 
 @contextmanager
-def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path, config_text: str | None,
-                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
+                  config_text: str | None, extra: tuple[str, ...] = (),
+                  env: dict[str, str] | None = None, tool: str = "mitmdump"
                   ) -> Iterator[Proxy]:
-    """A mitmdump with the addon; stopped (and waited for) on exit."""
+    """A mitmdump (or mitmweb) with the addon; stopped (and waited for) on exit."""
     config = None
     if config_text is not None:
         config = workdir / "switchback.yaml"
         config.write_text(config_text)
     port = free_port()
-    log = workdir / f"mitmdump-{port}.log"
+    log = workdir / f"{tool}-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            mitmdump_command(port, confdir, upstream_ca, config, extra),
+            mitmproxy_command(tool, port, confdir, upstream_ca, config, extra),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, cwd=ROOT)
     try:

@@ -1,0 +1,113 @@
+"""The mitmproxy shell end to end: startup refusal on a bad config, mitmweb's
+view of a call, and mitmproxy's upstream TLS and upstream-proxy options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from urllib.request import urlopen
+
+import httpx
+import pytest
+
+from support.connectproxy import ConnectProxy
+from support.fakeprovider import CHAT, Reply
+from support.proxy import ADDON, BIN, free_port
+
+PAIR = """
+providers:
+  primary: {{base_url: "{primary}"}}
+  backup: {{base_url: "{backup}", keys: [sk-backup-literal]}}
+fallbacks: {{"*": [backup/*]}}
+"""
+LIMITED = Reply(status=429, headers={"retry-after": "20"},
+                body={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}})
+
+
+def test_malformed_config_stops_the_proxy_with_file_key_and_fix(tmp_path, confdir):
+    config = tmp_path / "switchback.yaml"
+    config.write_text("providers:\n  p:\n    base_url: https://localhost:1/v1\n"
+                      "    protocol: grpc\n")
+    done = subprocess.run(
+        [str(BIN / "mitmdump"), "-s", str(ADDON), "--listen-host", "127.0.0.1",
+         "--listen-port", str(free_port()), "--set", f"confdir={confdir}",
+         "--set", f"switchback_config={config}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert f"{config}: providers.p.protocol: unknown protocol 'grpc'" in output
+    assert "Fix: use one of: auto, chat, responses" in output
+
+
+def flows(web_port: int) -> list[dict]:
+    with urlopen(f"http://127.0.0.1:{web_port}/flows", timeout=5) as answer:
+        return json.load(answer)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
+    primary, backup = fakes("primary"), fakes("backup")
+    web_port = free_port()
+    running = proxy(PAIR.format(primary=primary.base_url, backup=backup.base_url),
+                    tool="mitmweb", extra=("--set", f"web_port={web_port}",
+                                           "--set", "web_open_browser=false"))
+    primary.script(LIMITED)
+    client = running.openai(primary.base_url)
+    messages = [{"role": "user", "content": "hi"}]
+    if stream:
+        list(client.chat.completions.create(model="m", messages=messages, stream=True))
+    else:
+        client.chat.completions.create(model="m", messages=messages)
+    deadline = time.monotonic() + 10
+    while not (seen := [f for f in flows(web_port) if f.get("comment")]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    flow = seen[0]
+    assert (flow["request"]["host"], flow["request"]["port"], flow["request"]["path"]) == \
+        ("localhost", primary.port, "/v1/chat/completions")
+    assert flow["comment"] == "primary 429 (retry 20s) → backup 200"
+    assert flow["response"]["status_code"] == 200
+    assert "sk-" not in json.dumps(flow["comment"])
+
+
+def test_upstream_tls_is_verified_by_default(fakes, proxy):
+    primary = fakes("primary")
+    running = proxy(f'providers: {{primary: {{base_url: "{primary.base_url}"}}}}',
+                    trust_upstream=False)
+    with running.http_client() as http:
+        answer = http.post(primary.base_url + "/chat/completions", json={"model": "m"})
+    assert answer.status_code == 502  # the fake's private CA is not trusted
+    assert answer.json()["error"]["code"] == "upstream_tls_error"
+    assert primary.count() == 0
+    assert "primary tls error" in running.output()
+
+
+def test_ssl_insecure_is_honoured(fakes, proxy):
+    primary = fakes("primary")
+    running = proxy(PAIR.format(primary=primary.base_url, backup=primary.base_url),
+                    trust_upstream=False, extra=("--set", "ssl_insecure=true"))
+    client = running.openai(primary.base_url)
+    answer = client.chat.completions.create(model="m", messages=[])
+    assert answer.choices[0].message.content == "hello from primary"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_upstream_proxy_mode_is_honoured(fakes, proxy, stream):
+    primary, backup = fakes("primary"), fakes("backup")
+    with ConnectProxy() as corporate:
+        running = proxy(PAIR.format(primary=primary.base_url, backup=backup.base_url),
+                        extra=("--mode", f"upstream:http://127.0.0.1:{corporate.port}"))
+        primary.script(LIMITED)
+        with running.http_client(timeout=30) as http:
+            body = {"model": "m", "messages": [], "stream": stream}
+            answer = http.post(primary.base_url + "/chat/completions", json=body,
+                               headers={"authorization": "Bearer sk-client-key"})
+        assert answer.status_code == 200
+        assert "hello from backup" in (answer.text if not stream else "".join(
+            json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+            for line in answer.text.splitlines()
+            if line.startswith("data: {") and json.loads(line[6:])["choices"]))
+        assert f"localhost:{primary.port}" in corporate.tunnels
+        assert f"localhost:{backup.port}" in corporate.tunnels
+    assert primary.count(CHAT) == 1 and backup.count(CHAT) == 1
