@@ -228,16 +228,13 @@ class Dispatcher:
         """The committed stream, event by event; a break after commit is
         closed in the client's protocol; the upstream is always closed."""
         try:
-            for event in held:
-                yield shaper.feed(event)
+            yield b"".join(map(shaper.feed, held))
             try:
                 async for chunk in chunks:
-                    for event in parser.feed(chunk):
-                        yield shaper.feed(event)
+                    # Every complete event now, together: one write per network read.
+                    yield b"".join(map(shaper.feed, parser.feed(chunk)))
                 tail = parser.close()
-                if tail is not None:
-                    yield shaper.feed(tail)
-                yield shaper.finish()
+                yield (shaper.feed(tail) if tail is not None else b"") + shaper.finish()
             except (httpx.HTTPError, OSError) as exc:
                 yield shaper.fail(f"upstream stream broke: {transport_failure(exc)}")
         finally:

@@ -98,35 +98,26 @@ class Relay:
         head += [f"{k}: {v}" for k, v in stream.headers]
         head += ["transfer-encoding: chunked", "connection: close", "", ""]
         writer.write("\r\n".join(head).encode("latin-1"))
+        # mitmproxy closes this connection when the client goes away: reading
+        # EOF (or an error) is the signal to stop and close the upstream.
         hangup = asyncio.ensure_future(reader.read(1))
+        pump = asyncio.ensure_future(_write_chunked(stream.body, writer))
         try:
-            async for chunk in _until(stream.body, hangup):
-                if chunk:
-                    writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    await writer.drain()
-            if not hangup.done():
-                writer.write(b"0\r\n\r\n")
-                await writer.drain()
+            await asyncio.wait({hangup, pump}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            hangup.cancel()
+            for task in (hangup, pump):
+                task.cancel()
+            await asyncio.gather(hangup, pump, return_exceptions=True)
             await _aclose(stream.body)
 
 
-async def _until(body: AsyncIterator[bytes], hangup: asyncio.Future) -> AsyncIterator[bytes]:
-    """Items of `body` until `hangup` completes (the other side went away)."""
-    iterator = aiter(body)
-    while not hangup.done():
-        step = asyncio.ensure_future(anext(iterator))
-        await asyncio.wait({step, hangup}, return_when=asyncio.FIRST_COMPLETED)
-        if not step.done():
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await step
-            return
-        try:
-            yield step.result()
-        except StopAsyncIteration:
-            return
+async def _write_chunked(body: AsyncIterator[bytes], writer: asyncio.StreamWriter) -> None:
+    async for chunk in body:
+        if chunk:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
 
 
 async def _aclose(body: AsyncIterator[bytes]) -> None:

@@ -134,8 +134,9 @@ class FakeProvider:
     """Start with `with FakeProvider(cert, "name") as fake:`; it stops on exit."""
 
     def __init__(self, cert: ServerCert, name: str,
-                 paths: tuple[str, ...] = (CHAT, RESPONSES)) -> None:
-        self.name, self.paths = name, paths
+                 paths: tuple[str, ...] = (CHAT, RESPONSES), default: Reply | None = None
+                 ) -> None:
+        self.name, self.paths, self.default = name, paths, default or Reply()
         self.seen: list[Seen] = []
         self.disconnects = 0  # streams whose client went away mid-way
         self._script: deque[Reply] = deque()
@@ -173,13 +174,19 @@ class FakeProvider:
 
     def _next(self) -> Reply:
         with self._lock:
-            return self._script.popleft() if self._script else Reply()
+            return self._script.popleft() if self._script else self.default
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body are separate writes: without this, Nagle and
+                # delayed ACKs add 40 ms to every answer.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -64,9 +64,10 @@ class Proxy:
 
 
 def mitmproxy_command(tool: str, port: int, confdir: Path, upstream_ca: Path | None,
-                      config: Path | None, extra: tuple[str, ...] = ()) -> list[str]:
-    command = [str(BIN / tool), "-s", str(GUARD), "-s", str(ADDON),
-               "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                      config: Path | None, extra: tuple[str, ...] = (),
+                      addon: bool = True) -> list[str]:
+    command = [str(BIN / tool), "-s", str(GUARD)] + (["-s", str(ADDON)] if addon else [])
+    command += ["--listen-host", "127.0.0.1", "--listen-port", str(port),
                "--set", f"confdir={confdir}",
                "--set", "connection_strategy=lazy"]
     if upstream_ca is not None:
@@ -79,8 +80,8 @@ def mitmproxy_command(tool: str, port: int, confdir: Path, upstream_ca: Path | N
 @contextmanager
 def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
                   config_text: str | None, extra: tuple[str, ...] = (),
-                  env: dict[str, str] | None = None, tool: str = "mitmdump"
-                  ) -> Iterator[Proxy]:
+                  env: dict[str, str] | None = None, tool: str = "mitmdump",
+                  addon: bool = True) -> Iterator[Proxy]:
     """A mitmdump (or mitmweb) with the addon; stopped (and waited for) on exit."""
     config = None
     if config_text is not None:
@@ -90,7 +91,7 @@ def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
     log = workdir / f"{tool}-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            mitmproxy_command(tool, port, confdir, upstream_ca, config, extra),
+            mitmproxy_command(tool, port, confdir, upstream_ca, config, extra, addon),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, cwd=ROOT)
     try:
