@@ -38,6 +38,13 @@ def test_readme_example_parses_as_written():
     assert config.timeouts.first_byte == 30.0
 
 
+def test_cooldown_section():
+    config = parse_config("cooldown: {floor: 2s, ceiling: 10m, long: 2h, max_wait: 0s}", "c", {})
+    assert (config.cooldown.floor, config.cooldown.ceiling, config.cooldown.long) == \
+        (2.0, 600.0, 7200.0)
+    assert config.max_wait == 0.0
+
+
 def test_keys_never_in_repr():
     config = parse_config(README_EXAMPLE, "switchback.yaml", ENV)
     assert "sk-one" not in repr(config) and "sk-backup-literal" not in repr(config)
@@ -49,7 +56,7 @@ def test_fallback_may_name_a_builtin_provider():
 
 
 BROKEN = [
-    ("provider: {}", "provider", "providers, fallbacks, timeouts"),
+    ("provider: {}", "provider", "providers, fallbacks, timeouts, cooldown"),
     ("providers: {p: {base_url: ftp://x}}", "providers.p.base_url", "API root"),
     ("providers: {p: {url: https://x}}", "providers.p.url", "base_url, keys, protocol"),
     ("providers: {p: {base_url: 'https://x', protocol: grpc}}", "providers.p.protocol",
@@ -60,6 +67,9 @@ BROKEN = [
     ("fallbacks: {m: [nowhere/x]}", "fallbacks.m[0]", "define providers.nowhere"),
     ("fallbacks: {m: [no-slash]}", "fallbacks.m[0]", "provider/model"),
     ("timeouts: {first_byte: soon}", "timeouts.first_byte", "30s"),
+    ("timeouts: {first_byte: 0s}", "timeouts.first_byte", "30s"),
+    ("cooldown: {floor: -2}", "cooldown.floor", "30s"),
+    ("cooldown: {ceil: 2m}", "cooldown.ceil", "ceiling"),
     ("timeouts: {first_bite: 3s}", "timeouts.first_bite", "first_byte"),
     ("providers: [a, b]", "providers", "indented"),
     ("providers: {p: {base_url: 'https://x'}\n  bad", "line", "indentation"),
@@ -89,7 +99,7 @@ def test_no_path_means_defaults():
 
 @pytest.mark.parametrize("value,seconds", [
     ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), (5, 5.0), ("1.5", 1.5),
-    ("0s", None), (-1, None), ("soon", None), (True, None), ("3 weeks", None),
+    ("0s", 0.0), (-1, None), ("soon", None), (True, None), ("3 weeks", None),
 ])
 def test_durations(value, seconds):
     assert parse_duration(value) == seconds

@@ -48,6 +48,7 @@ class Switchback:
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"Switchback config error: {exc}") from None
             self.table = ProviderTable(self.config.providers)
+            self.health.policy = self.config.cooldown
         if self.dispatcher is None or updated & {"switchback_config", *UPSTREAM_OPTIONS}:
             client = make_client(
                 insecure=ctx.options.ssl_insecure,

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .cooldown import CooldownPolicy
 from .providers import BUILTIN, PROTOCOLS, Provider
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -57,6 +58,8 @@ class Config:
     providers: Mapping[str, Provider] = field(default_factory=dict)
     fallbacks: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
+    cooldown: CooldownPolicy = CooldownPolicy()
+    max_wait: float = 2.0  # everything cooling: wait this long at most for the first to return
     source: str = "<built-in defaults>"
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
@@ -64,16 +67,13 @@ class Config:
 
 
 def parse_duration(value: Any) -> float | None:
-    """`30s`, `500ms`, `2m`, `1h` or a bare number of seconds; None if invalid."""
+    """`30s`, `500ms`, `2m`, `1h` or a bare number of seconds (≥ 0); None if invalid."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if value > 0 else None
+        return float(value) if value >= 0 else None
     match = _DURATION.match(str(value))
-    if not match:
-        return None
-    seconds = float(match.group(1)) * _UNIT[match.group(2)]
-    return seconds if seconds > 0 else None
+    return float(match.group(1)) * _UNIT[match.group(2)] if match else None
 
 
 class _Reader:
@@ -157,16 +157,16 @@ class _Reader:
             targets.append(Target(provider, target_model))
         return tuple(targets)
 
-    def timeouts(self, raw: Any) -> Timeouts:
-        raw = self.mapping(raw, "timeouts", tuple(Timeouts.__dataclass_fields__))
+    def durations(self, raw: Any, section: str, names: tuple[str, ...],
+                  may_be_zero: tuple[str, ...] = ()) -> dict[str, float]:
         values = {}
-        for name, value in raw.items():
+        for name, value in self.mapping(raw, section, names).items():
             seconds = parse_duration(value)
-            if seconds is None:
-                raise self.fail(f"timeouts.{name}", f"{value!r} is not a duration",
-                                "write a positive duration like 30s, 500ms or 2m")
+            if seconds is None or (seconds == 0 and name not in may_be_zero):
+                raise self.fail(f"{section}.{name}", f"{value!r} is not a positive duration",
+                                "write a duration like 30s, 500ms or 2m")
             values[name] = seconds
-        return Timeouts(**values)
+        return values
 
 
 def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
@@ -179,7 +179,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         where = f"line {mark.line + 1}" if mark else "(document)"
         raise ConfigError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
                           "check indentation and quoting on that line") from None
-    raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts"))
+    raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown"))
     providers = {
         str(name): reader.provider(str(name), value)
         for name, value in reader.mapping(raw.get("providers"), "providers").items()
@@ -189,8 +189,13 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         str(model): reader.targets(str(model), value, known)
         for model, value in reader.mapping(raw.get("fallbacks"), "fallbacks").items()
     }
-    return Config(providers=providers, fallbacks=fallbacks,
-                  timeouts=reader.timeouts(raw.get("timeouts")), source=source)
+    timeouts = reader.durations(raw.get("timeouts"), "timeouts",
+                                tuple(Timeouts.__dataclass_fields__))
+    cooldown = reader.durations(raw.get("cooldown"), "cooldown",
+                                ("floor", "ceiling", "long", "max_wait"), ("max_wait",))
+    max_wait = cooldown.pop("max_wait", Config.max_wait)
+    return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
+                  cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source)
 
 
 def load_config(path: str | Path | None) -> Config:

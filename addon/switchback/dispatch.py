@@ -14,19 +14,20 @@ import json
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
 
 from .config import Config
 from .plan import Candidate, plan
-from .providers import ProviderTable
-from .recognise import CREDENTIAL_HEADERS, LlmCall
+from .hints import parse_hints
+from .providers import Provider, ProviderTable
+from .recognise import CREDENTIAL_HEADERS, LlmCall, fingerprint
 from .sse import Event, SseParser
 from .state import Cooling, Health, key_scope, model_scope
 from .streams import GateClass, StreamShaper, gate_class, passthrough
-from .trail import Trail
+from .trail import Trail, seconds_text
 from .verdict import Action, Outcome, Verdict, error_info, judge, telling_rank
 
 # Not forwarded either way: connection-level, or describing bytes we re-frame.
@@ -80,6 +81,7 @@ class _Context:
     trail: Trail = field(default_factory=Trail)
     failures: list[_Failure] = field(default_factory=list)
     dead_providers: set[str] = field(default_factory=set)
+    tried: set[Candidate] = field(default_factory=set)
 
 
 def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str]]:
@@ -125,22 +127,44 @@ class Dispatcher:
 
     async def run(self, call: LlmCall) -> Result:
         ctx = _Context(call)
-        planned = plan(call, self.config, self.table)
+        planned = plan(call, self.config, self.table, self._rotation)
         for note in planned.skipped:
             ctx.trail.note(note)
-        for candidate in planned.candidates:
-            if candidate.provider.name in ctx.dead_providers:
-                continue
-            cooling = self._cooling(candidate)
-            if cooling is not None:
-                ctx.trail.skip(candidate.label, cooling.until - self.clock())
-                continue
-            delivery = await self._attempt(ctx, candidate)
-            if delivery is not None:
-                failovers = len({f.candidate for f in ctx.failures})
-                return Result(delivery, ctx.trail, candidate, failovers)
+        for round_ in range(2):
+            for candidate in planned.candidates:
+                if candidate.provider.name in ctx.dead_providers or candidate in ctx.tried:
+                    continue
+                cooling = self._cooling(candidate)
+                if cooling is not None:
+                    if round_ == 0:
+                        ctx.trail.skip(candidate.label, cooling.until - self.clock())
+                    continue
+                ctx.tried.add(candidate)
+                delivery = await self._attempt(ctx, candidate)
+                if delivery is not None:
+                    return Result(delivery, ctx.trail, candidate, len(ctx.failures))
+            # Everything failed or is cooling: if a candidate not yet tried
+            # returns soon enough, wait for it rather than fail the call.
+            wait = self._soonest_untried(ctx, planned.candidates)
+            if wait is None or wait > self.config.max_wait:
+                break
+            ctx.trail.note(f"waited {seconds_text(wait)}")
+            await asyncio.sleep(wait)
         return Result(self._exhausted(ctx, planned.candidates), ctx.trail, None,
                       len(ctx.failures))
+
+    def _rotation(self, provider: Provider, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """A provider's keys, least recently used first."""
+        by_scope = {key_scope(provider.name, fingerprint(k)): k for k in keys}
+        return tuple(by_scope[s] for s in self.health.least_recently_used(list(by_scope)))
+
+    def _soonest_untried(self, ctx: _Context, candidates: tuple[Candidate, ...]
+                         ) -> float | None:
+        waits = [c.until - self.clock() for c in
+                 (self._cooling(cand) for cand in candidates
+                  if cand not in ctx.tried and cand.provider.name not in ctx.dead_providers)
+                 if c is not None]
+        return max(0.0, min(waits)) if waits else None
 
     def _cooling(self, candidate: Candidate) -> Cooling | None:
         scopes = (key_scope(candidate.provider.name, candidate.fingerprint),
@@ -159,6 +183,7 @@ class Dispatcher:
                                   write=60.0, pool=30.0))
         response: httpx.Response | None = None
         held: list[Event] = []
+        self.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
         try:
             async with asyncio.timeout(timeouts.first_byte if call.stream else timeouts.response) \
                     as deadline:
@@ -171,7 +196,7 @@ class Dispatcher:
                                                      deadline, timeouts.idle)
                     if verdict_event is None:
                         ctx.trail.attempt(candidate.label, "200")
-                        self._succeeded(candidate)
+                        self._succeeded(candidate, response.headers)
                         return Committed(200, response_headers(response.headers),
                                          self._deliver(response, chunks, parser, held,
                                                        passthrough(call.protocol)))
@@ -190,7 +215,7 @@ class Dispatcher:
         if not verdict.moves_on:
             ctx.trail.attempt(candidate.label, str(outcome.status))
             if verdict.action is Action.DELIVER:
-                self._succeeded(candidate)
+                self._succeeded(candidate, outcome.headers)
             return Answer(outcome.status or 502,
                           response_headers(httpx.Headers(outcome.headers)), outcome.body)
         if response is not None:
@@ -240,9 +265,14 @@ class Dispatcher:
         finally:
             await response.aclose()
 
-    def _succeeded(self, candidate: Candidate) -> None:
-        self.health.succeeded(key_scope(candidate.provider.name, candidate.fingerprint),
-                              model_scope(candidate.provider.name, candidate.model))
+    def _succeeded(self, candidate: Candidate, headers: Mapping[str, str]) -> None:
+        """Reset backoff; and a key whose bucket is now empty is put aside until
+        its reset, so the next call goes elsewhere before it ever sees a 429."""
+        key = key_scope(candidate.provider.name, candidate.fingerprint)
+        self.health.succeeded(key, model_scope(candidate.provider.name, candidate.model))
+        empty_for = parse_hints(headers, None, self.clock()).exhausted_reset
+        if empty_for:
+            self.health.cool(key, min(empty_for, self.config.cooldown.ceiling), "remaining 0")
 
     def _failed(self, ctx: _Context, candidate: Candidate, verdict: Verdict,
                 outcome: Outcome) -> None:

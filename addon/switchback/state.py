@@ -82,22 +82,34 @@ class Health:
         return entry if entry is not None and entry.until > self.clock() else None
 
     def record(self, verdict: Verdict, key: tuple, model: tuple) -> float | None:
-        """Apply a failure verdict's cooldown; returns its length in seconds."""
+        """Apply a failure verdict's cooldown; returns its length in seconds,
+        or None when the failure earns none (yet)."""
         cooldown: Cooldown | None = verdict.cooldown
         if cooldown is None:
             return None
         scope = key if cooldown.scope is Scope.KEY else model
         failures = (self.store.get(("failures", scope)) or 0) + 1
-        hint = verdict.hints.wait
-        seconds = (self.policy.long_duration(hint) if cooldown.long
-                   else self.policy.duration(hint, failures, self.rand()))
         self.store.put(("failures", scope), failures, self.policy.ceiling * 4)
+        hint = verdict.hints.wait
+        if cooldown.long:
+            seconds = self.policy.long_duration(hint)
+        elif hint is None and failures < cooldown.after:
+            return None
+        else:
+            seconds = self.policy.duration(hint, failures, self.rand())
         if seconds > 0:
             self.cool(scope, seconds, verdict.reason, verdict.no_retry)
         return seconds
 
     def cool(self, scope: tuple, seconds: float, reason: str, no_retry: bool = False) -> None:
         self.store.put(("cool", scope), Cooling(self.clock() + seconds, reason, no_retry), seconds)
+
+    def used(self, scope: tuple) -> None:
+        self.store.put(("used", scope), self.clock(), 86_400)
+
+    def least_recently_used(self, scopes: list[tuple]) -> list[tuple]:
+        """Scopes ordered for rotation: never used first, then oldest use."""
+        return sorted(scopes, key=lambda s: self.store.get(("used", s)) or 0.0)
 
     def succeeded(self, *scopes: tuple) -> None:
         """A success resets the backoff of every scope that served it."""

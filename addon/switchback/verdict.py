@@ -35,6 +35,7 @@ class Scope(enum.Enum):
 class Cooldown:
     scope: Scope
     long: bool = False  # quota, billing, dead key: hours, not seconds
+    after: int = 1  # consecutive failures before it applies: ambiguous errors get a second chance
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,10 @@ def judge(outcome: Outcome, now: float) -> Verdict:
     hints = parse_hints(outcome.headers, outcome.body or None, now)
     status = outcome.status
     if outcome.failure and outcome.failure != "first-event":
-        return Verdict(Action.NEXT_PROVIDER, outcome.failure, Cooldown(Scope.MODEL), hints)
+        # A refused connection is a fact; a reset or a slow first byte may be a one-off.
+        strikes = 1 if outcome.failure in ("refused", "tls error") else 2
+        return Verdict(Action.NEXT_PROVIDER, outcome.failure,
+                       Cooldown(Scope.MODEL, after=strikes), hints)
     info = error_info(outcome.body) if outcome.failure or status != 200 else ErrorInfo()
     if outcome.failure == "first-event":
         return _stream_error(info, hints)
@@ -173,9 +177,12 @@ def judge(outcome: Outcome, now: float) -> Verdict:
     if status == 404 and _MODEL_MISSING.search(info.text):
         return Verdict(Action.NEXT_PROVIDER, "model missing", Cooldown(Scope.MODEL, long=True),
                        hints)
+    if status in (503, 529):
+        return Verdict(Action.NEXT_PROVIDER, "overloaded", Cooldown(Scope.MODEL), hints)
     if status in (408, 409) or status >= 500:
-        return Verdict(Action.NEXT_PROVIDER, "overloaded" if status in (503, 529) else
-                       "server error", Cooldown(Scope.MODEL), hints)
+        strikes = 1 if hints.wait is not None else 2
+        return Verdict(Action.NEXT_PROVIDER, "server error", Cooldown(Scope.MODEL, after=strikes),
+                       hints)
     reason = "context length" if _CONTEXT.search(info.text) else "client error"
     return Verdict(Action.PASS_THROUGH, reason, hints=hints)
 
@@ -187,7 +194,7 @@ def _stream_error(info: ErrorInfo, hints: Hints) -> Verdict:
                        no_retry=True)
     if re.search(r"rate.?limit", info.text):
         return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
-    return Verdict(Action.NEXT_PROVIDER, "error event", Cooldown(Scope.MODEL), hints)
+    return Verdict(Action.NEXT_PROVIDER, "error event", Cooldown(Scope.MODEL, after=2), hints)
 
 
 _TELLING = {"quota": 0, "key refused": 1, "rate limit": 2, "overloaded": 3, "server error": 4,
