@@ -70,6 +70,7 @@ def test_recognise_reads_stream_and_credential():
 def test_plan_orders_addressed_then_fallbacks_and_guards_client_key():
     planned = plan(call(), CONFIG, TABLE)
     steps = [(c.provider.name, c.model, c.key) for c in planned.candidates]
+    assert {c.protocol for c in planned.candidates} == {"chat"}
     assert steps == [("primary", "gpt-4o", None), ("backup", "gpt-4o-mini", "kb"),
                      ("primary", "gpt-4o-mini", None)]
     assert planned.skipped == ("bare skipped (no key configured)",)
@@ -83,6 +84,23 @@ def test_plan_keyed_provider_uses_every_key_then_star_fallback():
         (f"keyed{fingerprint('k1')}", "o3"), (f"keyed{fingerprint('k2')}", "o3"),
         ("backup", "o3")]
     assert planned.candidates[-1].url.endswith("/v1/responses")
+
+
+def test_plan_protocol_config_beats_memory_beats_client():
+    config = parse_config("""
+providers:
+  fixed: {base_url: "https://localhost:9005/v1", protocol: chat}
+  auto: {base_url: "https://localhost:9006/v1", keys: [ka]}
+fallbacks: {"*": [auto/*]}
+""", "t.yaml", {})
+    table = ProviderTable(config.providers)
+    found = recognise("POST", "https://localhost:9005/v1/responses?api-version=1", AUTH,
+                      b'{"model": "m"}', table)
+    remembered = {("fixed", "m"): "responses", ("auto", "m"): "chat"}
+    planned = plan(found, config, table, remembered=lambda p, m: remembered.get((p.name, m)))
+    assert [(c.provider.name, c.protocol, c.url) for c in planned.candidates] == [
+        ("fixed", "chat", "https://localhost:9005/v1/chat/completions?api-version=1"),
+        ("auto", "chat", "https://localhost:9006/v1/chat/completions")]
 
 
 def test_fingerprint_is_short_and_hides_the_key():

@@ -8,7 +8,6 @@ import subprocess
 import time
 from urllib.request import urlopen
 
-import httpx
 import pytest
 
 from support.connectproxy import ConnectProxy

@@ -60,6 +60,7 @@ class Config:
     timeouts: Timeouts = Timeouts()
     cooldown: CooldownPolicy = CooldownPolicy()
     max_wait: float = 2.0  # everything cooling: wait this long at most for the first to return
+    protocol_memory: float = 86_400.0  # how long a protocol that worked is remembered
     source: str = "<built-in defaults>"
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
@@ -163,7 +164,8 @@ class _Reader:
         for name, value in self.mapping(raw, section, names).items():
             seconds = parse_duration(value)
             if seconds is None or (seconds == 0 and name not in may_be_zero):
-                raise self.fail(f"{section}.{name}", f"{value!r} is not a positive duration",
+                raise self.fail(f"{section}.{name}" if section else name,
+                                f"{value!r} is not a positive duration",
                                 "write a duration like 30s, 500ms or 2m")
             values[name] = seconds
         return values
@@ -179,7 +181,8 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         where = f"line {mark.line + 1}" if mark else "(document)"
         raise ConfigError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
                           "check indentation and quoting on that line") from None
-    raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown"))
+    raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
+                                   "protocol_memory"))
     providers = {
         str(name): reader.provider(str(name), value)
         for name, value in reader.mapping(raw.get("providers"), "providers").items()
@@ -194,8 +197,11 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     cooldown = reader.durations(raw.get("cooldown"), "cooldown",
                                 ("floor", "ceiling", "long", "max_wait"), ("max_wait",))
     max_wait = cooldown.pop("max_wait", Config.max_wait)
+    memory = reader.durations({"protocol_memory": raw["protocol_memory"]}, "",
+                              ("protocol_memory",)) if "protocol_memory" in raw else {}
     return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
-                  cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source)
+                  cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
+                  **memory)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -15,18 +15,20 @@ import math
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 import httpx
 
+from .bridge import Bridge, UnknownResponseId, other
 from .config import Config
-from .plan import Candidate, plan
 from .hints import parse_hints
+from .plan import Candidate, endpoint, plan
 from .providers import Provider, ProviderTable
 from .recognise import CREDENTIAL_HEADERS, LlmCall, fingerprint
 from .sse import Event, SseParser
-from .state import Cooling, Health, key_scope, model_scope
-from .streams import GateClass, StreamShaper, gate_class, passthrough
+from .state import Conversations, Cooling, Health, ProtocolMemory, key_scope, model_scope
+from .streams import GateClass, StreamShaper, gate_class
 from .trail import Trail, seconds_text
 from .verdict import Action, Outcome, Verdict, error_info, judge, telling_rank
 
@@ -63,7 +65,8 @@ class Result:
     delivery: Answer | Committed
     trail: Trail
     served_by: Candidate | None = None
-    failovers: int = 0
+    failures: int = 0  # failed attempts before the answer
+    switched: bool = False  # the answer was translated from the other protocol
 
 
 @dataclass
@@ -82,6 +85,10 @@ class _Context:
     failures: list[_Failure] = field(default_factory=list)
     dead_providers: set[str] = field(default_factory=set)
     tried: set[Candidate] = field(default_factory=set)
+    switched_providers: set[str] = field(default_factory=set)
+    switch: Candidate | None = None  # the same candidate in the other protocol, to try next
+    served_by: Candidate | None = None
+    switched: bool = False  # the serving attempt spoke the other protocol
 
 
 def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str]]:
@@ -121,13 +128,17 @@ class Dispatcher:
     """Runs the attempt loop for recognised calls."""
 
     def __init__(self, client: httpx.AsyncClient, config: Config, table: ProviderTable,
-                 health: Health, clock: Callable[[], float] = time.time) -> None:
+                 health: Health, clock: Callable[[], float] = time.time,
+                 protocols: ProtocolMemory | None = None,
+                 conversations: Conversations | None = None) -> None:
         self.client, self.config, self.table = client, config, table
         self.health, self.clock = health, clock
+        self.protocols = protocols or ProtocolMemory(health.store, config.protocol_memory)
+        self.conversations = conversations or Conversations(health.store)
 
     async def run(self, call: LlmCall) -> Result:
         ctx = _Context(call)
-        planned = plan(call, self.config, self.table, self._rotation)
+        planned = plan(call, self.config, self.table, self._rotation, self._remembered)
         for note in planned.skipped:
             ctx.trail.note(note)
         for round_ in range(2):
@@ -141,8 +152,12 @@ class Dispatcher:
                     continue
                 ctx.tried.add(candidate)
                 delivery = await self._attempt(ctx, candidate)
+                if delivery is None and ctx.switch is not None:
+                    switched, ctx.switch = ctx.switch, None
+                    delivery = await self._attempt(ctx, switched)
                 if delivery is not None:
-                    return Result(delivery, ctx.trail, candidate, len(ctx.failures))
+                    return Result(delivery, ctx.trail, ctx.served_by, len(ctx.failures),
+                                  ctx.switched)
             # Everything failed or is cooling: if a candidate not yet tried
             # returns soon enough, wait for it rather than fail the call.
             wait = self._soonest_untried(ctx, planned.candidates)
@@ -151,12 +166,15 @@ class Dispatcher:
             ctx.trail.note(f"waited {seconds_text(wait)}")
             await asyncio.sleep(wait)
         return Result(self._exhausted(ctx, planned.candidates), ctx.trail, None,
-                      len(ctx.failures))
+                      len(ctx.failures), ctx.switched)
 
     def _rotation(self, provider: Provider, keys: tuple[str, ...]) -> tuple[str, ...]:
         """A provider's keys, least recently used first."""
         by_scope = {key_scope(provider.name, fingerprint(k)): k for k in keys}
         return tuple(by_scope[s] for s in self.health.least_recently_used(list(by_scope)))
+
+    def _remembered(self, provider: Provider, model: str) -> str | None:
+        return self.protocols.get(provider.name, model)
 
     def _soonest_untried(self, ctx: _Context, candidates: tuple[Candidate, ...]
                          ) -> float | None:
@@ -172,11 +190,24 @@ class Dispatcher:
         found = [c for c in map(self.health.cooling, scopes) if c is not None]
         return max(found, key=lambda c: c.until) if found else None
 
+    def _label(self, ctx: _Context, candidate: Candidate) -> str:
+        """The trail's name for an attempt; the protocol is shown when translated."""
+        if candidate.protocol == ctx.call.protocol:
+            return candidate.label
+        return f"{candidate.label}[{candidate.protocol}]"
+
     async def _attempt(self, ctx: _Context, candidate: Candidate) -> Answer | Committed | None:
         """One try. Returns what to deliver, or None to move on."""
         call, timeouts = ctx.call, self.config.timeouts
-        body = call.raw if candidate.model == call.model else json.dumps(
-            {**call.body, "model": candidate.model}).encode()
+        bridge = Bridge(call.protocol, candidate.protocol, call.body, call.raw)
+        try:
+            body = bridge.body(candidate.model, urlsplit(candidate.url).hostname or "",
+                               self.conversations.get)
+        except UnknownResponseId as exc:
+            ctx.trail.note("unknown previous_response_id")
+            return Answer(404, [("content-type", "application/json")], exc.body())
+        if bridge.dropped:
+            ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
         request = self.client.build_request(
             "POST", candidate.url, headers=upstream_headers(call, candidate), content=body,
             timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.idle,
@@ -192,14 +223,14 @@ class Dispatcher:
                         "text/event-stream" in response.headers.get("content-type", ""):
                     chunks = response.aiter_bytes()
                     parser = SseParser()
-                    verdict_event = await self._gate(chunks, parser, held, call.protocol,
+                    verdict_event = await self._gate(chunks, parser, held, candidate.protocol,
                                                      deadline, timeouts.idle)
                     if verdict_event is None:
-                        ctx.trail.attempt(candidate.label, "200")
-                        self._succeeded(candidate, response.headers)
+                        self._served(ctx, candidate, response.headers)
+                        shaper = bridge.shaper()
                         return Committed(200, response_headers(response.headers),
-                                         self._deliver(response, chunks, parser, held,
-                                                       passthrough(call.protocol)))
+                                         self._deliver(response, chunks, parser, held, shaper,
+                                                       lambda: self._remember(bridge, shaper)))
                     outcome = Outcome(200, response.headers, verdict_event.data.encode(),
                                       failure="first-event", client_key=candidate.key is None)
                 else:
@@ -212,16 +243,33 @@ class Dispatcher:
                 await response.aclose()
             outcome = Outcome(None, failure=transport_failure(exc))
         verdict = judge(outcome, self.clock())
-        if not verdict.moves_on:
-            ctx.trail.attempt(candidate.label, str(outcome.status))
-            if verdict.action is Action.DELIVER:
-                self._succeeded(candidate, outcome.headers)
+        if verdict.action is Action.DELIVER:
+            self._served(ctx, candidate, outcome.headers)
+            return self._whole_answer(ctx, bridge, outcome)
+        if verdict.action is Action.PASS_THROUGH:
+            ctx.trail.attempt(self._label(ctx, candidate), str(outcome.status))
             return Answer(outcome.status or 502,
                           response_headers(httpx.Headers(outcome.headers)), outcome.body)
         if response is not None:
             await response.aclose()
         self._failed(ctx, candidate, verdict, outcome)
         return None
+
+    def _whole_answer(self, ctx: _Context, bridge: Bridge, outcome: Outcome) -> Answer:
+        headers = response_headers(httpx.Headers(outcome.headers))
+        try:
+            body, history = bridge.answer(outcome.body)
+        except ValueError:  # not JSON: nothing to translate, deliver what came
+            return Answer(outcome.status or 200, headers, outcome.body)
+        if history is not None:
+            self.conversations.put(bridge.response_id, history)
+        return Answer(outcome.status or 200, headers, body)
+
+    def _remember(self, bridge: Bridge, shaper: StreamShaper) -> None:
+        """After a translated stream completes, keep its conversation."""
+        history = bridge.history(getattr(shaper, "reply", None))
+        if history is not None:
+            self.conversations.put(bridge.response_id, history)
 
     async def _gate(self, chunks: AsyncIterator[bytes], parser: SseParser, held: list[Event],
                     protocol: str, deadline: asyncio.Timeout, idle: float) -> Event | None:
@@ -248,8 +296,8 @@ class Dispatcher:
         raise httpx.RemoteProtocolError("stream ended before its first answer event")
 
     async def _deliver(self, response: httpx.Response, chunks: AsyncIterator[bytes],
-                       parser: SseParser, held: list[Event],
-                       shaper: StreamShaper) -> AsyncIterator[bytes]:
+                       parser: SseParser, held: list[Event], shaper: StreamShaper,
+                       completed: Callable[[], None]) -> AsyncIterator[bytes]:
         """The committed stream, event by event; a break after commit is
         closed in the client's protocol; the upstream is always closed."""
         try:
@@ -260,10 +308,19 @@ class Dispatcher:
                     yield b"".join(map(shaper.feed, parser.feed(chunk)))
                 tail = parser.close()
                 yield (shaper.feed(tail) if tail is not None else b"") + shaper.finish()
+                completed()
             except (httpx.HTTPError, OSError) as exc:
                 yield shaper.fail(f"upstream stream broke: {transport_failure(exc)}")
         finally:
             await response.aclose()
+
+    def _served(self, ctx: _Context, candidate: Candidate, headers: Mapping[str, str]) -> None:
+        ctx.trail.attempt(self._label(ctx, candidate), "200")
+        ctx.served_by = candidate
+        ctx.switched = candidate.protocol != ctx.call.protocol
+        if candidate.provider.protocol == "auto":
+            self.protocols.put(candidate.provider.name, candidate.model, candidate.protocol)
+        self._succeeded(candidate, headers)
 
     def _succeeded(self, candidate: Candidate, headers: Mapping[str, str]) -> None:
         """Reset backoff; and a key whose bucket is now empty is put aside until
@@ -282,7 +339,18 @@ class Dispatcher:
         result = str(outcome.status) if outcome.status is not None else verdict.reason
         if outcome.failure == "first-event":
             result = f"error event ({error_message_text(outcome)})"
-        ctx.trail.attempt(candidate.label, result, seconds)
+        if verdict.action is Action.SWITCH_PROTOCOL:
+            if candidate.provider.protocol == "auto" and \
+                    candidate.provider.name not in ctx.switched_providers:
+                # The endpoint does not exist here: the same candidate, other protocol.
+                ctx.switched_providers.add(candidate.provider.name)
+                protocol = other(candidate.protocol)
+                ctx.switch = replace(candidate, protocol=protocol,
+                                     url=endpoint(ctx.call, candidate.provider, protocol))
+                result += f" (switch to {protocol})"
+            else:
+                ctx.dead_providers.add(candidate.provider.name)
+        ctx.trail.attempt(self._label(ctx, candidate), result, seconds)
         ctx.failures.append(_Failure(verdict, outcome, candidate))
         if verdict.action is Action.NEXT_PROVIDER:
             ctx.dead_providers.add(candidate.provider.name)

@@ -78,7 +78,3 @@ class ProviderTable:
             if rest in ENDPOINTS:
                 return provider, ENDPOINTS[rest]
         return None
-
-    def endpoint_url(self, provider: Provider, protocol: str) -> str:
-        suffix = next(s for s, p in ENDPOINTS.items() if p == protocol)
-        return provider.base_url + suffix

@@ -120,3 +120,35 @@ class Health:
         now = self.clock()
         return [(k[1], v) for k, v in self.store.items()
                 if k[0] == "cool" and v.until > now]
+
+
+class ProtocolMemory:
+    """Which protocol last worked per (provider, model). Written on success
+    only, against the provider that actually served."""
+
+    def __init__(self, store: Store, ttl: float = 86_400.0) -> None:
+        self.store, self.ttl = store, ttl
+
+    def get(self, provider: str, model: str) -> str | None:
+        return self.store.get(("protocol", provider, model))
+
+    def put(self, provider: str, model: str, protocol: str) -> None:
+        self.store.put(("protocol", provider, model), protocol, self.ttl)
+
+    def items(self) -> list[tuple[tuple[str, str], str]]:
+        return [((k[1], k[2]), v) for k, v in self.store.items() if k[0] == "protocol"]
+
+
+class Conversations:
+    """Chat history behind the response ids Switchback issued while
+    translating, so `previous_response_id` can be replayed. Bounded by the
+    store's size; a day at most."""
+
+    def __init__(self, store: Store, ttl: float = 86_400.0) -> None:
+        self.store, self.ttl = store, ttl
+
+    def get(self, response_id: str) -> list[dict] | None:
+        return self.store.get(("conversation", response_id))
+
+    def put(self, response_id: str, messages: list[dict]) -> None:
+        self.store.put(("conversation", response_id), messages, self.ttl)

@@ -34,7 +34,8 @@ class Trail:
         self.steps.append(f"{label} cooling ({seconds_text(remaining)} left)")
 
     def note(self, text: str) -> None:
-        self.notes.append(text)
+        if text not in self.notes:
+            self.notes.append(text)
 
     @property
     def attempts(self) -> int:
