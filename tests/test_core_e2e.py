@@ -7,11 +7,10 @@ import json
 import subprocess
 import time
 
-import httpx
 import openai
 import pytest
 
-from support.fakeprovider import CHAT, RESPONSES, Reply
+from support.fakeprovider import CHAT, Reply
 
 CLIENT_KEY = "sk-client-key"
 

@@ -118,6 +118,83 @@ def response_events(model: str, text: str) -> list[Any]:
     return events
 
 
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+
+
+def tool_name(body: dict) -> str | None:
+    """The first function tool's name, when the call has tools and no tool
+    result yet: then the fake answers with a call to that tool."""
+    items = body.get("messages") or body.get("input") or []
+    if isinstance(items, list) and any(
+            isinstance(i, dict) and (i.get("role") == "tool"
+                                     or i.get("type") == "function_call_output") for i in items):
+        return None
+    for tool in body.get("tools") or []:
+        name = (tool.get("function") or {}).get("name") or tool.get("name")
+        if name:
+            return name
+    return None
+
+
+def tool_result(body: dict) -> str | None:
+    for item in body.get("messages") or body.get("input") or []:
+        if isinstance(item, dict) and item.get("role") == "tool":
+            return item.get("content")
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            return item.get("output")
+    return None
+
+
+def chat_tool_completion(model: str, name: str) -> dict:
+    answer = chat_completion(model, "")
+    answer["choices"][0].update(finish_reason="tool_calls", message={
+        "role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_fake", "type": "function",
+            "function": {"name": name, "arguments": TOOL_ARGUMENTS}}]})
+    return answer
+
+
+def chat_tool_events(model: str, name: str, usage: bool) -> list[Any]:
+    events = chat_events(model, "", usage)
+    base = {k: events[0][k] for k in ("id", "object", "created", "model")}
+    fragments = [TOOL_ARGUMENTS[i:i + 4] for i in range(0, len(TOOL_ARGUMENTS), 4)]
+    calls = [{**base, "choices": [{"index": 0, "finish_reason": None, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_fake", "type": "function",
+         "function": {"name": name, "arguments": ""}}]}}]}]
+    calls += [{**base, "choices": [{"index": 0, "finish_reason": None, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": f}}]}}]} for f in fragments]
+    finish = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    return [events[0], *calls, finish, *events[3:]]
+
+
+def response_tool_object(model: str, name: str) -> dict:
+    answer = response_object(model, "")
+    answer["output"] = [{"type": "function_call", "id": "fc_fake", "call_id": "call_fake",
+                         "name": name, "arguments": TOOL_ARGUMENTS, "status": "completed"}]
+    return answer
+
+
+def response_tool_events(model: str, name: str) -> list[Any]:
+    start = response_object(model, "", status="in_progress")
+    final = response_tool_object(model, name)
+    item = {**final["output"][0], "arguments": "", "status": "in_progress"}
+    events: list[dict] = [
+        {"type": "response.created", "response": start},
+        {"type": "response.in_progress", "response": start},
+        {"type": "response.output_item.added", "output_index": 0, "item": item}]
+    events += [{"type": "response.function_call_arguments.delta", "item_id": "fc_fake",
+                "output_index": 0, "delta": TOOL_ARGUMENTS[i:i + 4]}
+               for i in range(0, len(TOOL_ARGUMENTS), 4)]
+    events += [
+        {"type": "response.function_call_arguments.done", "item_id": "fc_fake",
+         "output_index": 0, "arguments": TOOL_ARGUMENTS, "name": name},
+        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][0]},
+        {"type": "response.completed", "response": final}]
+    for number, event in enumerate(events):
+        event["sequence_number"] = number
+    return events
+
+
 def _pieces(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
@@ -212,18 +289,31 @@ class FakeProvider:
                     return
                 time.sleep(reply.first_byte_delay)
                 model = body.get("model", "unknown")
-                text = reply.text or f"hello from {fake.name}"
+                result = tool_result(body)
+                text = reply.text or (f"weather: {result}" if result is not None
+                                      else f"hello from {fake.name}")
+                tool = tool_name(body)
+                responses = path.endswith(RESPONSES)
                 if reply.status != 200 or reply.body is not None:
                     return self._send(reply.status, reply.body, reply.headers)
                 if body.get("stream"):
-                    usage = path.endswith(RESPONSES) or bool(
+                    usage = responses or bool(
                         (body.get("stream_options") or {}).get("include_usage"))
-                    events = reply.events if reply.events is not None else (
-                        response_events(model, text) if path.endswith(RESPONSES)
-                        else chat_events(model, text, usage))
+                    if reply.events is not None:
+                        events = reply.events
+                    elif tool:
+                        events = response_tool_events(model, tool) if responses \
+                            else chat_tool_events(model, tool, usage)
+                    else:
+                        events = response_events(model, text) if responses \
+                            else chat_events(model, text, usage)
                     return self._stream(events, reply)
-                answer = response_object(model, text) if path.endswith(RESPONSES) \
-                    else chat_completion(model, text)
+                if tool:
+                    answer = response_tool_object(model, tool) if responses \
+                        else chat_tool_completion(model, tool)
+                else:
+                    answer = response_object(model, text) if responses \
+                        else chat_completion(model, text)
                 self._send(200, answer, reply.headers)
 
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None
