@@ -84,7 +84,6 @@ class _Context:
     trail: Trail = field(default_factory=Trail)
     failures: list[_Failure] = field(default_factory=list)
     dead_providers: set[str] = field(default_factory=set)
-    tried: set[Candidate] = field(default_factory=set)
     switched_providers: set[str] = field(default_factory=set)
     switch: Candidate | None = None  # the same candidate in the other protocol, to try next
     served_by: Candidate | None = None
@@ -141,16 +140,16 @@ class Dispatcher:
         planned = plan(call, self.config, self.table, self._rotation, self._remembered)
         for note in planned.skipped:
             ctx.trail.note(note)
+        pending = planned.candidates
         for round_ in range(2):
-            for candidate in planned.candidates:
-                if candidate.provider.name in ctx.dead_providers or candidate in ctx.tried:
+            for candidate in pending:
+                if candidate.provider.name in ctx.dead_providers:
                     continue
                 cooling = self._cooling(candidate)
                 if cooling is not None:
                     if round_ == 0:
                         ctx.trail.skip(candidate.label, cooling.until - self.clock())
                     continue
-                ctx.tried.add(candidate)
                 delivery = await self._attempt(ctx, candidate)
                 if delivery is None and ctx.switch is not None:
                     switched, ctx.switch = ctx.switch, None
@@ -158,13 +157,15 @@ class Dispatcher:
                 if delivery is not None:
                     return Result(delivery, ctx.trail, ctx.served_by, len(ctx.failures),
                                   ctx.switched)
-            # Everything failed or is cooling: if a candidate not yet tried
-            # returns soon enough, wait for it rather than fail the call.
-            wait = self._soonest_untried(ctx, planned.candidates)
-            if wait is None or wait > self.config.max_wait:
+            # Everything failed or is cooling: if a candidate comes back soon
+            # enough, wait for it rather than fail the call.
+            returning = self._returning(ctx, planned.candidates)
+            if not returning or min(returning.values()) > self.config.max_wait:
                 break
+            wait = min(returning.values())
             ctx.trail.note(f"waited {seconds_text(wait)}")
             await asyncio.sleep(wait)
+            pending = tuple(c for c, left in returning.items() if left <= wait)
         return Result(self._exhausted(ctx, planned.candidates), ctx.trail, None,
                       len(ctx.failures), ctx.switched)
 
@@ -176,13 +177,14 @@ class Dispatcher:
     def _remembered(self, provider: Provider, model: str) -> str | None:
         return self.protocols.get(provider.name, model)
 
-    def _soonest_untried(self, ctx: _Context, candidates: tuple[Candidate, ...]
-                         ) -> float | None:
-        waits = [c.until - self.clock() for c in
-                 (self._cooling(cand) for cand in candidates
-                  if cand not in ctx.tried and cand.provider.name not in ctx.dead_providers)
-                 if c is not None]
-        return max(0.0, min(waits)) if waits else None
+    def _returning(self, ctx: _Context, candidates: tuple[Candidate, ...]
+                   ) -> dict[Candidate, float]:
+        """Cooling candidates of providers still in play, with seconds left."""
+        now = self.clock()
+        left = {c: cooling.until - now for c in candidates
+                if c.provider.name not in ctx.dead_providers
+                and (cooling := self._cooling(c)) is not None}
+        return {c: max(0.0, s) for c, s in left.items()}
 
     def _cooling(self, candidate: Candidate) -> Cooling | None:
         scopes = (key_scope(candidate.provider.name, candidate.fingerprint),
