@@ -1,0 +1,363 @@
+"""`switchback`: run the proxy and point clients at it without remembering flags.
+
+Every subcommand is a thin wrapper: `run` execs mitmdump/mitmweb with the
+addon, `env`/`exec` hand clients the variables that make them use the proxy and
+trust its CA, `status` reads the running proxy's status server, and `check`
+runs the same config loader the addon uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+from .trust import default_certs_dir, ensure_trust, repo_root
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_PROXY = f"http://{DEFAULT_LISTEN}"
+DEFAULT_STATUS = "http://127.0.0.1:8089/status"
+DEFAULT_NO_PROXY = "localhost,127.0.0.1,::1"
+ADDON_SCRIPT = repo_root() / "addon" / "switchback_addon.py"
+
+MAIN_HELP = """\
+examples:
+  switchback run                      # proxy on 127.0.0.1:8080, ./switchback.yaml if present
+  eval "$(switchback env)"            # in another shell: send its clients through it
+  switchback exec -- codex exec "hi"  # or: run one command through it
+  switchback status                   # keys, cooldowns, counters of the running proxy
+  switchback check switchback.yaml    # validate a config without starting anything
+"""
+
+RUN_HELP = """\
+The mitmproxy CA is created in the certs folder on first use ($SWITCHBACK_HOME/certs,
+else certs/ in the checkout), together with switchback-bundle.pem for clients.
+Arguments after `--` go to mitmdump/mitmweb unchanged.
+
+examples:
+  switchback run
+  switchback run --config team.yaml --listen 0.0.0.0:8080
+  switchback run --web                 # mitmweb: every LLM call with its attempt trail
+  switchback run -- --set switchback_status_port=9089 --set ssl_insecure=true
+"""
+
+ENV_HELP = """\
+Prints what a client needs to go through the proxy and trust its CA:
+  HTTPS_PROXY/HTTP_PROXY (and lowercase)  the proxy, for Python, curl, Codex CLI, Go
+  NO_PROXY (and lowercase)                hosts that bypass it (default: loopback)
+  SSL_CERT_FILE, REQUESTS_CA_BUNDLE,      switchback-bundle.pem = certifi + system roots
+  CURL_CA_BUNDLE, CODEX_CA_CERTIFICATE      + the proxy CA (these replace the default store)
+  NODE_EXTRA_CA_CERTS                     the proxy CA alone (Node adds it to its defaults)
+  NODE_USE_ENV_PROXY=1                    makes Node's built-in fetch honour HTTPS_PROXY
+
+Loopback bypasses the proxy by default so local servers, mitmweb and the status
+page are reached directly. If one of your providers runs on localhost (a local
+model server used as a fallback), pass --no-proxy "" so its calls go through
+Switchback too.
+
+Codex CLI reads CODEX_CA_CERTIFICATE (else SSL_CERT_FILE) and HTTPS_PROXY from its
+environment; export them in the shell, not in $CODEX_HOME/.env (Codex drops CODEX_*
+variables found there).
+
+examples:
+  eval "$(switchback env)"
+  switchback env --shell fish | source
+  switchback env --proxy http://10.0.0.5:8080 >> ~/.profile
+"""
+
+EXEC_HELP = """\
+Runs the command with the variables `switchback env` prints, on top of the current
+environment, and exits with its exit code.
+
+examples:
+  switchback exec -- python my_agent.py
+  switchback exec -- codex exec "fix the failing test"
+  switchback exec --no-proxy "" -- curl https://localhost:9001/v1/models
+"""
+
+STATUS_HELP = """\
+Reads the status server of a running proxy (option switchback_status_port, default 8089).
+
+examples:
+  switchback status
+  switchback status --json | jq '.cooldowns'
+  switchback status --url http://127.0.0.1:9089/status
+"""
+
+CHECK_HELP = """\
+Loads the config exactly as the proxy would (including ${ENV_VAR} keys from this
+environment) and prints either a summary or the first problem with its fix.
+
+examples:
+  switchback check switchback.yaml
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.handler(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    certs = argparse.ArgumentParser(add_help=False)
+    certs.add_argument("--certs", type=Path, metavar="DIR",
+                       help="folder with the mitmproxy CA (default: $SWITCHBACK_HOME/certs, "
+                            "else certs/ in the checkout)")
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--proxy", default=DEFAULT_PROXY, metavar="URL",
+                        help=f"the Switchback proxy (default: {DEFAULT_PROXY})")
+    client.add_argument("--no-proxy", default=DEFAULT_NO_PROXY, metavar="HOSTS",
+                        help=f'comma-separated hosts that bypass the proxy (default: '
+                             f'{DEFAULT_NO_PROXY}); "" sends everything through it')
+
+    top = argparse.ArgumentParser(
+        prog="switchback", epilog=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Keep OpenAI-style LLM calls alive behind HTTPS_PROXY.")
+    commands = top.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, epilog: str,
+                parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, epilog=epilog,
+                                   parents=list(parents),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run", "start the proxy (mitmdump, or mitmweb with --web)", RUN_HELP, [certs])
+    run.add_argument("--config", type=Path, metavar="FILE",
+                     help="Switchback config (default: ./switchback.yaml when it exists)")
+    run.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                     help=f"where the proxy listens (default: {DEFAULT_LISTEN})")
+    run.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
+    run.add_argument("--intercept-all", action="store_true",
+                     help="decrypt every HTTPS connection, not only LLM provider hosts "
+                          "(others are tunnelled untouched by default)")
+    run.add_argument("extra", nargs=argparse.REMAINDER, metavar="-- MITMPROXY_ARGS",
+                     help="extra mitmdump/mitmweb arguments")
+    run.set_defaults(handler=run_proxy)
+
+    env = command("env", "print the shell exports a client needs", ENV_HELP, [certs, client])
+    env.add_argument("--shell", choices=("sh", "fish"), default="sh",
+                     help="syntax of the exports (default: sh, also right for bash and zsh)")
+    env.set_defaults(handler=print_env)
+
+    run_cmd = command("exec", "run one command through the proxy", EXEC_HELP, [certs, client])
+    run_cmd.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                         help="the command to run")
+    run_cmd.set_defaults(handler=exec_command)
+
+    status = command("status", "show providers, cooldowns and counters of the running proxy",
+                     STATUS_HELP)
+    status.add_argument("--url", default=DEFAULT_STATUS,
+                        help=f"the status endpoint (default: {DEFAULT_STATUS})")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=show_status)
+
+    check = command("check", "validate a config file", CHECK_HELP)
+    check.add_argument("config", type=Path, metavar="CONFIG")
+    check.set_defaults(handler=check_config)
+    return top
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    config = args.config or (Path("switchback.yaml") if Path("switchback.yaml").exists() else None)
+    if config is not None and load_or_report(config) is None:
+        return fail(f"not started; `switchback check {config}` validates the fix", code=2)
+    try:
+        host, port = split_listen(args.listen)
+    except ValueError as exc:
+        return fail(str(exc))
+    certs = certs_dir(args)
+    ensure_trust(certs)
+    command = proxy_command("mitmweb" if args.web else "mitmdump", host, port, certs,
+                            config.resolve() if config else None, args.intercept_all,
+                            after_dashes(args.extra))
+    if not Path(command[0]).exists():
+        return fail(f"{command[0]} not found: install Switchback into this Python "
+                    f"environment (scripts/setup)")
+    print(f"switchback: proxy on http://{host}:{port}; in another shell: "
+          f'eval "$({env_hint(host, port, certs if args.certs else None)})"', file=sys.stderr)
+    os.execv(command[0], command)
+    return 0  # unreachable: execv replaces this process
+
+
+def proxy_command(tool: str, host: str, port: int, certs: Path, config: Path | None,
+                  intercept_all: bool, extra: Sequence[str]) -> list[str]:
+    """The mitmdump/mitmweb command line: the same venv, the addon, lazy connections."""
+    command = [str(Path(sys.executable).parent / tool), "-s", str(ADDON_SCRIPT),
+               "--listen-host", host, "--listen-port", str(port),
+               "--set", f"confdir={certs}", "--set", "connection_strategy=lazy"]
+    if config is not None:
+        command += ["--set", f"switchback_config={config}"]
+    if intercept_all:
+        command += ["--set", "switchback_intercept=all"]
+    return command + list(extra)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[::1]:PORT` or `:PORT` (loopback) → (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {listen!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def env_hint(host: str, port: int, certs: Path | None) -> str:
+    """The `switchback env` a client shell needs for this proxy (flags only where not default)."""
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
+    flags = ("" if url == DEFAULT_PROXY else f" --proxy {url}") + \
+        (f" --certs {shlex.quote(str(certs))}" if certs else "")
+    return f"switchback env{flags}"
+
+
+# --- env / exec --------------------------------------------------------------------------------
+
+
+def client_env(args: argparse.Namespace) -> dict[str, str]:
+    """The variables that route a client through the proxy and make it trust the CA."""
+    trust = ensure_trust(certs_dir(args))
+    variables = {}
+    for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+        variables[name] = variables[name.lower()] = args.proxy
+    variables["NO_PROXY"] = variables["no_proxy"] = args.no_proxy
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "CODEX_CA_CERTIFICATE"):
+        variables[name] = str(trust.bundle)
+    variables["NODE_EXTRA_CA_CERTS"] = str(trust.ca)
+    variables["NODE_USE_ENV_PROXY"] = "1"
+    return variables
+
+
+def print_env(args: argparse.Namespace) -> int:
+    for name, value in client_env(args).items():
+        if args.shell == "fish":
+            print(f"set -gx {name} {shlex.quote(value)};")
+        else:
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def exec_command(args: argparse.Namespace) -> int:
+    command = after_dashes(args.command)
+    if not command:
+        return fail("exec: give the command after --, e.g. switchback exec -- python app.py")
+    environment = {**os.environ, **client_env(args)}
+    try:
+        os.execvpe(command[0], command, environment)
+    except OSError as exc:
+        return fail(f"exec: cannot run {command[0]}: {exc.strerror}", code=127)
+    return 0  # unreachable: execvpe replaces this process
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def show_status(args: argparse.Namespace) -> int:
+    # Never through a proxy: with `switchback env` exported, this could be our own.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(args.url, timeout=5) as answer:
+            body = answer.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return fail(f"status: nothing answers at {args.url} ({reason}).\n"
+                    f"Is the proxy running? Start it with `switchback run`; its status server "
+                    f"listens on port 8089\n(option switchback_status_port). "
+                    f"For another address: switchback status --url URL")
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return fail(f"status: {args.url} did not answer with JSON; is it Switchback's "
+                    f"status server?")
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return 0
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """The status JSON as a few plain tables, for a person at a terminal."""
+    providers = [(p.get("name", ""), p.get("protocol", ""), p.get("base_url", ""),
+                  " ".join(p.get("keys") or []) or "client's key")
+                 for p in status.get("providers", [])]
+    cooldowns = [(c.get("scope", ""), c.get("provider", ""),
+                  c.get("key") or c.get("model") or "", f"{c.get('remaining_s', 0):.0f}s",
+                  c.get("reason", ""))
+                 for c in status.get("cooldowns", [])]
+    protocols = [(p.get("provider", ""), p.get("model", ""), p.get("protocol", ""))
+                 for p in status.get("protocols", [])]
+    counters = [(name, str(value)) for name, value in sorted(status.get("counters", {}).items())]
+    sections = [
+        ("Providers", ("name", "protocol", "base url", "keys"), providers),
+        ("Cooldowns", ("scope", "provider", "key/model", "left", "reason"), cooldowns),
+        ("Protocols learned", ("provider", "model", "protocol"), protocols),
+        ("Counters", ("counter", "value"), counters),
+    ]
+    return "\n\n".join(f"{title}\n{table(headers, rows)}" if rows else f"{title}: none"
+                       for title, headers, rows in sections)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    return "\n".join("  " + "  ".join(str(cell).ljust(width)
+                                      for cell, width in zip(row, widths)).rstrip()
+                     for row in (headers, *rows))
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return 1
+    print(f"{args.config}: ok — {summary(config)}")
+    return 0
+
+
+def load_or_report(path: Path) -> Config | None:
+    """The config, or None after printing where it is broken and how to fix it."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{exc.source}: {exc.key}: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
+        return None
+
+
+def summary(config: Config) -> str:
+    providers = ", ".join(
+        f"{p.name} ({len(p.keys)} key{'s' if len(p.keys) != 1 else ''}, {p.protocol})"
+        if p.keys else f"{p.name} (client's key, {p.protocol})"
+        for p in config.providers.values()) or "built-in only"
+    fallbacks = "; ".join(
+        f"{model} → {', '.join(f'{t.provider}/{t.model}' for t in targets)}"
+        for model, targets in config.fallbacks.items()) or "none"
+    return f"providers: {providers}; fallbacks: {fallbacks}"
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+
+def certs_dir(args: argparse.Namespace) -> Path:
+    return (args.certs or default_certs_dir()).expanduser().resolve()
+
+
+def after_dashes(items: Sequence[str]) -> list[str]:
+    """argparse keeps the `--` that separates a pass-through command; drop it."""
+    return list(items[1:] if items[:1] == ["--"] else items)
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"switchback: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
