@@ -23,9 +23,10 @@ import httpx
 from .bridge import Bridge, UnknownResponseId, other
 from .config import Config
 from .hints import parse_hints
+from .metrics import Metrics
 from .plan import Candidate, endpoint, plan
 from .providers import Provider, ProviderTable
-from .recognise import CREDENTIAL_HEADERS, LlmCall, fingerprint
+from .recognise import CREDENTIAL_HEADERS, LlmCall, client_credential, fingerprint
 from .sse import Event, SseParser
 from .state import Conversations, Cooling, Health, ProtocolMemory, key_scope, model_scope
 from .streams import GateClass, StreamShaper, gate_class
@@ -61,12 +62,35 @@ class Committed:
 
 
 @dataclass
+class AttemptRecord:
+    """One upstream attempt as it happened, for mitmweb: the request as sent
+    (credentials masked) and what came back."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    started: float
+    status: int | None = None
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes = b""
+    result: str = ""  # the trail's words for it
+    ended: float = 0.0
+
+
+@dataclass
 class Result:
     delivery: Answer | Committed
     trail: Trail
     served_by: Candidate | None = None
     failures: int = 0  # failed attempts before the answer
     switched: bool = False  # the answer was translated from the other protocol
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        if self.served_by is None:
+            return "exhausted" if self.failures or not self.attempts else "passed through"
+        return "ok"
 
 
 @dataclass
@@ -88,6 +112,7 @@ class _Context:
     switch: Candidate | None = None  # the same candidate in the other protocol, to try next
     served_by: Candidate | None = None
     switched: bool = False  # the serving attempt spoke the other protocol
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
 
 def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str]]:
@@ -105,6 +130,12 @@ def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str
     if candidate.key is not None:
         out.append(("authorization", f"Bearer {candidate.key}"))
     return out
+
+
+def masked(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers fit to show: credentials replaced by their fingerprint."""
+    return [(k, f"<key {fingerprint(client_credential([(k, v)]) or v)}>")
+            if k.lower() in CREDENTIAL_HEADERS else (k, v) for k, v in headers]
 
 
 def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
@@ -129,9 +160,11 @@ class Dispatcher:
     def __init__(self, client: httpx.AsyncClient, config: Config, table: ProviderTable,
                  health: Health, clock: Callable[[], float] = time.time,
                  protocols: ProtocolMemory | None = None,
-                 conversations: Conversations | None = None) -> None:
+                 conversations: Conversations | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.client, self.config, self.table = client, config, table
         self.health, self.clock = health, clock
+        self.metrics = metrics or Metrics()
         self.protocols = protocols or ProtocolMemory(health.store, config.protocol_memory)
         self.conversations = conversations or Conversations(health.store)
 
@@ -155,8 +188,7 @@ class Dispatcher:
                     switched, ctx.switch = ctx.switch, None
                     delivery = await self._attempt(ctx, switched)
                 if delivery is not None:
-                    return Result(delivery, ctx.trail, ctx.served_by, len(ctx.failures),
-                                  ctx.switched)
+                    return self._result(ctx, delivery)
             # Everything failed or is cooling: if a candidate comes back soon
             # enough, wait for it rather than fail the call.
             returning = self._returning(ctx, planned.candidates)
@@ -166,8 +198,16 @@ class Dispatcher:
             ctx.trail.note(f"waited {seconds_text(wait)}")
             await asyncio.sleep(wait)
             pending = tuple(c for c, left in returning.items() if left <= wait)
-        return Result(self._exhausted(ctx, planned.candidates), ctx.trail, None,
-                      len(ctx.failures), ctx.switched)
+        return self._result(ctx, self._exhausted(ctx, planned.candidates))
+
+    def _result(self, ctx: _Context, delivery: Answer | Committed) -> Result:
+        result = Result(delivery, ctx.trail, ctx.served_by, len(ctx.failures), ctx.switched,
+                        ctx.attempts)
+        provider = ctx.served_by.provider.name if ctx.served_by else "none"
+        self.metrics.calls.labels(provider, result.outcome).inc()
+        if ctx.served_by is not None and ctx.failures:
+            self.metrics.failovers.inc()
+        return result
 
     def _rotation(self, provider: Provider, keys: tuple[str, ...]) -> tuple[str, ...]:
         """A provider's keys, least recently used first."""
@@ -210,10 +250,13 @@ class Dispatcher:
             return Answer(404, [("content-type", "application/json")], exc.body())
         if bridge.dropped:
             ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
+        headers = upstream_headers(call, candidate)
         request = self.client.build_request(
-            "POST", candidate.url, headers=upstream_headers(call, candidate), content=body,
+            "POST", candidate.url, headers=headers, content=body,
             timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.idle,
                                   write=60.0, pool=30.0))
+        record = AttemptRecord(candidate.url, masked(headers), body, self.clock())
+        ctx.attempts.append(record)
         response: httpx.Response | None = None
         held: list[Event] = []
         self.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
@@ -221,6 +264,10 @@ class Dispatcher:
             async with asyncio.timeout(timeouts.first_byte if call.stream else timeouts.response) \
                     as deadline:
                 response = await self.client.send(request, stream=True)
+                record.status = response.status_code
+                record.response_headers = response_headers(response.headers)
+                self.metrics.first_byte_seconds.labels(candidate.provider.name).observe(
+                    self.clock() - record.started)
                 if call.stream and response.status_code == 200 and \
                         "text/event-stream" in response.headers.get("content-type", ""):
                     chunks = response.aiter_bytes()
@@ -228,16 +275,18 @@ class Dispatcher:
                     verdict_event = await self._gate(chunks, parser, held, candidate.protocol,
                                                      deadline, timeouts.idle)
                     if verdict_event is None:
-                        self._served(ctx, candidate, response.headers)
+                        self._served(ctx, candidate, response.headers, record)
                         shaper = bridge.shaper()
                         return Committed(200, response_headers(response.headers),
                                          self._deliver(response, chunks, parser, held, shaper,
                                                        lambda: self._remember(bridge, shaper)))
                     outcome = Outcome(200, response.headers, verdict_event.data.encode(),
                                       failure="first-event", client_key=candidate.key is None)
+                    record.response_body = b"".join(event.raw for event in held)
                 else:
                     deadline.reschedule(None)
                     raw = await response.aread()
+                    record.response_body = raw
                     outcome = Outcome(response.status_code, response.headers,
                                       raw[:MAX_ERROR_BODY], client_key=candidate.key is None)
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
@@ -246,16 +295,26 @@ class Dispatcher:
             outcome = Outcome(None, failure=transport_failure(exc))
         verdict = judge(outcome, self.clock())
         if verdict.action is Action.DELIVER:
-            self._served(ctx, candidate, outcome.headers)
+            self._served(ctx, candidate, outcome.headers, record)
             return self._whole_answer(ctx, bridge, outcome)
         if verdict.action is Action.PASS_THROUGH:
-            ctx.trail.attempt(self._label(ctx, candidate), str(outcome.status))
+            self._finish(ctx, candidate, record, str(outcome.status))
             return Answer(outcome.status or 502,
                           response_headers(httpx.Headers(outcome.headers)), outcome.body)
         if response is not None:
             await response.aclose()
-        self._failed(ctx, candidate, verdict, outcome)
+        self._failed(ctx, candidate, verdict, outcome, record)
         return None
+
+    def _finish(self, ctx: _Context, candidate: Candidate, record: AttemptRecord, result: str,
+                cooldown: float | None = None, kind: str | None = None) -> None:
+        """Close one attempt: its trail step, its record, its metrics."""
+        record.ended = self.clock()
+        ctx.trail.attempt(self._label(ctx, candidate), result, cooldown)
+        record.result = ctx.trail.steps[-1]
+        provider = candidate.provider.name
+        self.metrics.attempts.labels(provider, kind or result).inc()
+        self.metrics.upstream_seconds.labels(provider).observe(record.ended - record.started)
 
     def _whole_answer(self, ctx: _Context, bridge: Bridge, outcome: Outcome) -> Answer:
         headers = response_headers(httpx.Headers(outcome.headers))
@@ -316,8 +375,9 @@ class Dispatcher:
         finally:
             await response.aclose()
 
-    def _served(self, ctx: _Context, candidate: Candidate, headers: Mapping[str, str]) -> None:
-        ctx.trail.attempt(self._label(ctx, candidate), "200")
+    def _served(self, ctx: _Context, candidate: Candidate, headers: Mapping[str, str],
+                record: AttemptRecord) -> None:
+        self._finish(ctx, candidate, record, "200")
         ctx.served_by = candidate
         ctx.switched = candidate.protocol != ctx.call.protocol
         if candidate.provider.protocol == "auto":
@@ -334,7 +394,7 @@ class Dispatcher:
             self.health.cool(key, min(empty_for, self.config.cooldown.ceiling), "remaining 0")
 
     def _failed(self, ctx: _Context, candidate: Candidate, verdict: Verdict,
-                outcome: Outcome) -> None:
+                outcome: Outcome, record: AttemptRecord) -> None:
         seconds = self.health.record(
             verdict, key_scope(candidate.provider.name, candidate.fingerprint),
             model_scope(candidate.provider.name, candidate.model))
@@ -350,9 +410,14 @@ class Dispatcher:
                 ctx.switch = replace(candidate, protocol=protocol,
                                      url=endpoint(ctx.call, candidate.provider, protocol))
                 result += f" (switch to {protocol})"
+                self.metrics.protocol_switches.labels(candidate.provider.name, protocol).inc()
             else:
                 ctx.dead_providers.add(candidate.provider.name)
-        ctx.trail.attempt(self._label(ctx, candidate), result, seconds)
+        if seconds and verdict.cooldown is not None:
+            self.metrics.cooldowns.labels(candidate.provider.name, verdict.cooldown.scope.value,
+                                          verdict.reason).inc()
+        self._finish(ctx, candidate, record, result, seconds,
+                     str(outcome.status) if outcome.status is not None else verdict.reason)
         ctx.failures.append(_Failure(verdict, outcome, candidate))
         if verdict.action is Action.NEXT_PROVIDER:
             ctx.dead_providers.add(candidate.provider.name)

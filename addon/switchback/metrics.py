@@ -1,0 +1,48 @@
+"""Prometheus metrics: what the proxy did, by provider and outcome.
+
+The dispatcher reports events here; the status server exposes the registry
+at /metrics. Labels carry provider names and reasons, never keys.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls = Counter("switchback_calls", "LLM calls handled, by the provider that "
+                             "answered (or 'none') and outcome", ["provider", "outcome"],
+                             registry=r)
+        self.attempts = Counter("switchback_attempts", "Upstream attempts, by provider and "
+                                "result (status code or failure)", ["provider", "result"],
+                                registry=r)
+        self.failovers = Counter("switchback_failovers", "Calls answered by another candidate "
+                                 "than the first", registry=r)
+        self.protocol_switches = Counter("switchback_protocol_switches", "Attempts retried in "
+                                         "the other protocol", ["provider", "to"], registry=r)
+        self.cooldowns = Counter("switchback_cooldowns", "Cooldowns started, by provider, "
+                                 "scope and reason", ["provider", "scope", "reason"], registry=r)
+        self.upstream_seconds = Histogram("switchback_upstream_seconds", "Upstream attempt "
+                                          "time until the answer (whole) or commit (stream)",
+                                          ["provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
+                                            "time to the first response byte", ["provider"],
+                                            buckets=LATENCY_BUCKETS, registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def totals(self) -> dict[str, float]:
+        """Counter totals across labels, for the JSON status."""
+        totals: dict[str, float] = {}
+        for family in self.registry.collect():
+            if family.type != "counter":
+                continue
+            totals[family.name] = sum(s.value for s in family.samples
+                                      if s.name.endswith("_total"))
+        return totals
