@@ -59,15 +59,25 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
     else:
         client.chat.completions.create(model="m", messages=messages)
     deadline = time.monotonic() + 10
-    while not (seen := [f for f in flows(web_port) if f.get("comment")]) and \
+    while len(seen := [f for f in flows(web_port) if f.get("comment")]) < 3 and \
             time.monotonic() < deadline:
         time.sleep(0.1)
-    flow = seen[0]
+    client_flows = [f for f in seen if not f["comment"].startswith("Switchback attempt")]
+    attempts = [f for f in seen if f["comment"].startswith("Switchback attempt")]
+    assert len(client_flows) == 1
+    flow = client_flows[0]
     assert (flow["request"]["host"], flow["request"]["port"], flow["request"]["path"]) == \
         ("localhost", primary.port, "/v1/chat/completions")
     assert flow["comment"] == "primary 429 (retry 20s) → backup 200"
     assert flow["response"]["status_code"] == 200
-    assert "sk-" not in json.dumps(flow["comment"])
+    assert flow["marked"] == "🔀"  # failed over
+    # Each upstream attempt is a flow of its own, linked to the client's.
+    assert [(a["request"]["port"], a["response"]["status_code"]) for a in attempts] == \
+        [(primary.port, 429), (backup.port, 200)]
+    assert all(flow["id"] in a["comment"] for a in attempts)
+    everything = json.dumps(flows(web_port))
+    assert "sk-client-key" not in everything and "sk-backup-literal" not in everything
+    assert "<key #" in everything  # credentials shown as fingerprints
 
 
 def test_upstream_tls_is_verified_by_default(fakes, proxy):

@@ -2,37 +2,46 @@
 
 The async `request` hook hands a recognised LLM call to the dispatcher, then
 either sets the whole answer on the flow or points the flow at the loopback
-relay for a committed stream. Everything else mitmproxy handles untouched.
+relay for a committed stream. Everything else mitmproxy handles untouched —
+and by default hosts that are not LLM providers are not even TLS-intercepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Optional
+from urllib.parse import urlsplit
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, connection, ctx, exceptions, flow, http, tls
 
 from .config import Config, ConfigError, load_config
-from .dispatch import Answer, Dispatcher
+from .dispatch import Answer, AttemptRecord, Dispatcher, Result, masked
+from .metrics import Metrics
 from .providers import ProviderTable
-from .recognise import recognise
+from .recognise import CREDENTIAL_HEADERS, LlmCall, recognise
 from .relay import Relay
-from .state import Health, MemoryStore
+from .state import Health, MemoryStore, ProtocolMemory
+from .status import StatusServer, status_document
 from .upstream import UPSTREAM_OPTIONS, make_client
 
 logger = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call is ours to write
 RELAYED = "switchback_relayed_from"  # flow.metadata key: the URL the client asked for
+SWITCHED, FAILED_OVER = ":arrows_counterclockwise:", ":twisted_rightwards_arrows:"
 
 
 class Switchback:
     def __init__(self) -> None:
         self.config = Config()
         self.table = ProviderTable({})
-        self.health = Health(MemoryStore())
+        self.store = MemoryStore()
+        self.health = Health(self.store)
+        self.metrics = Metrics()
         self.relay = Relay()
+        self.status = StatusServer(self.status_document, self.metrics)
         self.dispatcher: Dispatcher | None = None
 
     def load(self, loader) -> None:
@@ -40,6 +49,14 @@ class Switchback:
             "switchback_config", Optional[str], None,
             "Switchback YAML config: providers, keys, fallbacks, timeouts. "
             "Without it, built-in provider hosts are recognised and nothing falls back.")
+        loader.add_option(
+            "switchback_intercept", str, "llm",
+            "Which hosts to TLS-intercept: 'llm' (only LLM provider hosts, other HTTPS is "
+            "tunnelled untouched) or 'all'.", choices=("llm", "all"))
+        loader.add_option(
+            "switchback_status_port", int, 8089,
+            "Loopback port for Switchback's /status (JSON) and /metrics (Prometheus); "
+            "0 turns them off.")
 
     def configure(self, updated: set[str]) -> None:
         if "switchback_config" in updated:
@@ -58,15 +75,29 @@ class Switchback:
                 connect_timeout=self.config.timeouts.connect)
             if self.dispatcher is not None:
                 _close_later(self.dispatcher.client)
-            self.dispatcher = Dispatcher(client, self.config, self.table, self.health)
+            self.dispatcher = Dispatcher(
+                client, self.config, self.table, self.health,
+                protocols=ProtocolMemory(self.store, self.config.protocol_memory),
+                metrics=self.metrics)
 
     async def running(self) -> None:
         await self.relay.start()
+        if ctx.options.switchback_status_port:
+            await self.status.start(ctx.options.switchback_status_port)
         if ctx.options.connection_strategy != "lazy":
             # Eager connections fail at CONNECT when an origin is down, before
             # Switchback could fall back.
             logger.info("switchback: setting connection_strategy=lazy")
             ctx.options.update(connection_strategy="lazy")
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Tunnel TLS to hosts that are not LLM providers, unless told to intercept all:
+        git, pip or npm behind the same HTTPS_PROXY keep working without our CA."""
+        if ctx.options.switchback_intercept == "all":
+            return
+        address = data.context.server.address
+        if address and not self.table.is_provider_origin(*address):
+            data.ignore_connection = True
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or self.dispatcher is None:
@@ -91,9 +122,7 @@ class Switchback:
                      b'"type":"server_error","code":"switchback_internal_error"}}',
                 {"content-type": "application/json"})
             return
-        flow.comment = str(result.trail)
-        logger.info(f"switchback: {call.protocol} {call.model}{' stream' if call.stream else ''}"
-                    f": {result.trail} [{time.monotonic() - started:.2f}s]")
+        self._show(flow, call, result, time.monotonic() - started)
         delivery = result.delivery
         if isinstance(delivery, Answer):
             flow.response = http.Response.make(delivery.status, delivery.body, http.Headers(
@@ -109,10 +138,73 @@ class Switchback:
             flow.response.stream = True
             flow.request.url = original  # show the URL the client asked for
 
+    def _show(self, flow: http.HTTPFlow, call: LlmCall, result: Result, seconds: float) -> None:
+        """The trail in the flow comment and the log; in mitmweb, each attempt
+        as its own flow linked to the client's."""
+        flow.comment = str(result.trail)
+        # Switchback made the upstream calls; what mitmproxy still sends goes to
+        # our relay at most. So the flow can show fingerprints instead of keys.
+        for name, value in masked(flow.request.headers.items(multi=True)):
+            if name.lower() in CREDENTIAL_HEADERS:
+                flow.request.headers[name] = value
+        flow.metadata["switchback"] = {"trail": str(result.trail), "outcome": result.outcome,
+                                       "attempts": len(result.attempts)}
+        if result.switched:
+            flow.marked = SWITCHED
+        elif result.failures and result.served_by is not None:
+            flow.marked = FAILED_OVER
+        served = f" via {result.served_by.label}" if result.served_by else ""
+        logger.info(f"switchback: {call.protocol} {call.model}{' stream' if call.stream else ''}"
+                    f" → {result.outcome}{served}, {len(result.attempts)} attempt(s), "
+                    f"{seconds:.2f}s: {result.trail}")
+        view = ctx.master.addons.get("view")
+        if view is not None:
+            view.add([attempt_flow(flow, record, n, len(result.attempts))
+                      for n, record in enumerate(result.attempts, 1)])
+
+    def status_document(self) -> dict:
+        protocols = self.dispatcher.protocols if self.dispatcher else ProtocolMemory(self.store)
+        return status_document(self.table, set(self.config.providers), self.health,
+                               protocols, self.metrics)
+
+    @command.command("switchback.status")
+    def status_command(self) -> str:
+        """Switchback's state: providers, cooldowns, protocol memory, counters (JSON)."""
+        return json.dumps(self.status_document(), indent=2)
+
+    @command.command("switchback.reset")
+    def reset_command(self) -> None:
+        """Forget every cooldown, backoff and remembered protocol."""
+        for key, _ in list(self.store.items()):
+            self.store.delete(key)
+        logger.info("switchback: state reset")
+
     async def done(self) -> None:
         await self.relay.stop()
+        await self.status.stop()
         if self.dispatcher is not None:
             await self.dispatcher.client.aclose()
+
+
+def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int
+                 ) -> http.HTTPFlow:
+    """One upstream attempt as a flow of its own for mitmweb."""
+    parts = urlsplit(record.url)
+    server = connection.Server(address=(parts.hostname or "", parts.port or 443))
+    attempt = http.HTTPFlow(parent.client_conn, server)
+    attempt.request = http.Request.make("POST", record.url, record.body, http.Headers(
+        [(k.encode(), v.encode()) for k, v in record.headers]))
+    attempt.request.timestamp_start = attempt.request.timestamp_end = record.started
+    if record.status is not None:
+        attempt.response = http.Response.make(record.status, record.response_body, http.Headers(
+            [(k.encode(), v.encode()) for k, v in record.response_headers]))
+        attempt.response.timestamp_start = attempt.response.timestamp_end = record.ended
+    else:
+        attempt.error = flow.Error(record.result)
+    attempt.comment = f"Switchback attempt {n}/{total} for flow {parent.id}: {record.result}"
+    attempt.metadata["switchback_call"] = parent.id
+    attempt.live = False
+    return attempt
 
 
 def _close_later(client) -> None:

@@ -14,7 +14,7 @@ import json
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -85,12 +85,7 @@ class Result:
     failures: int = 0  # failed attempts before the answer
     switched: bool = False  # the answer was translated from the other protocol
     attempts: list[AttemptRecord] = field(default_factory=list)
-
-    @property
-    def outcome(self) -> str:
-        if self.served_by is None:
-            return "exhausted" if self.failures or not self.attempts else "passed through"
-        return "ok"
+    outcome: str = "ok"  # "ok", "passed through" (a client error) or "exhausted"
 
 
 @dataclass
@@ -132,7 +127,7 @@ def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str
     return out
 
 
-def masked(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def masked(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers fit to show: credentials replaced by their fingerprint."""
     return [(k, f"<key {fingerprint(client_credential([(k, v)]) or v)}>")
             if k.lower() in CREDENTIAL_HEADERS else (k, v) for k, v in headers]
@@ -188,7 +183,8 @@ class Dispatcher:
                     switched, ctx.switch = ctx.switch, None
                     delivery = await self._attempt(ctx, switched)
                 if delivery is not None:
-                    return self._result(ctx, delivery)
+                    return self._result(ctx, delivery,
+                                        "ok" if ctx.served_by else "passed through")
             # Everything failed or is cooling: if a candidate comes back soon
             # enough, wait for it rather than fail the call.
             returning = self._returning(ctx, planned.candidates)
@@ -198,13 +194,13 @@ class Dispatcher:
             ctx.trail.note(f"waited {seconds_text(wait)}")
             await asyncio.sleep(wait)
             pending = tuple(c for c, left in returning.items() if left <= wait)
-        return self._result(ctx, self._exhausted(ctx, planned.candidates))
+        return self._result(ctx, self._exhausted(ctx, planned.candidates), "exhausted")
 
-    def _result(self, ctx: _Context, delivery: Answer | Committed) -> Result:
+    def _result(self, ctx: _Context, delivery: Answer | Committed, outcome: str) -> Result:
         result = Result(delivery, ctx.trail, ctx.served_by, len(ctx.failures), ctx.switched,
-                        ctx.attempts)
+                        ctx.attempts, outcome)
         provider = ctx.served_by.provider.name if ctx.served_by else "none"
-        self.metrics.calls.labels(provider, result.outcome).inc()
+        self.metrics.calls.labels(provider, outcome).inc()
         if ctx.served_by is not None and ctx.failures:
             self.metrics.failovers.inc()
         return result

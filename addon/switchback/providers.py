@@ -65,6 +65,10 @@ class ProviderTable:
     def __iter__(self) -> Iterator[Provider]:
         return iter(self.by_name.values())
 
+    def is_provider_origin(self, host: str, port: int) -> bool:
+        """True when some provider's base URL is on this host and port."""
+        return any(p.origin[1:] == (host.lower(), port) for p in self._ordered)
+
     def match(self, url: str) -> tuple[Provider, str] | None:
         """(provider, protocol) for an LLM endpoint URL under a known base URL."""
         parts = urlsplit(url)
