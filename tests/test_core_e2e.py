@@ -215,6 +215,30 @@ def test_unparseable_body_passes_untouched(pair):
     assert backup.count() == 0
 
 
+def test_stream_with_chunked_request_body(pair):
+    primary, backup, running, _ = pair
+    body = json.dumps({"model": "m", "stream": True, "messages": []}).encode()
+
+    def chunked():
+        yield body[:10]
+        yield body[10:]
+    with running.http_client() as http:
+        answer = http.post(primary.base_url + "/chat/completions", content=chunked(),
+                           headers={"content-type": "application/json"})
+    assert answer.status_code == 200
+    assert answer.text.rstrip().endswith("data: [DONE]")
+    assert "hello from primary" in "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in answer.text.splitlines()
+        if line.startswith("data: {") and json.loads(line[6:])["choices"])
+
+
+def test_malformed_stream_falls_back(pair):
+    primary, backup, running, client = pair
+    primary.script(Reply(events=[{"choices": ["not an object"]}, {"choices": 7}]))
+    assert chat_text(client, stream=True) == "hello from backup"
+
+
 def test_client_disconnect_closes_upstream(pair):
     primary, backup, running, _ = pair
     primary.script(Reply(event_delay=0.2, text=" ".join(["word"] * 100)))

@@ -3,18 +3,11 @@ httpx's MockTransport: no sockets, no sleeping."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 
-import httpx
 import pytest
 
-from switchback.config import parse_config
 from switchback.cooldown import CooldownPolicy
-from switchback.dispatch import Answer, Dispatcher
 from switchback.hints import Hints
-from switchback.providers import ProviderTable
-from switchback.recognise import fingerprint, recognise
 from switchback.state import Health, MemoryStore, key_scope, model_scope
 from switchback.verdict import Action, Cooldown, Scope, Verdict
 
@@ -82,67 +75,3 @@ def test_memory_store_is_bounded(clock):
     for i in range(10):
         store.put(i, i, 60)
     assert len(list(store.items())) == 3
-
-
-CONFIG = """
-providers:
-  p: {base_url: "https://localhost:9001/v1", keys: [k1, k2]}
-"""
-
-
-def dispatcher(clock: Clock, handler) -> Dispatcher:
-    config = parse_config(CONFIG, "t.yaml", {})
-    table = ProviderTable(config.providers)
-    health = Health(MemoryStore(clock), config.cooldown, clock, rand=lambda: 0.0)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return Dispatcher(client, config, table, health, clock)
-
-
-def run_calls(d: Dispatcher, n: int) -> list[Answer]:
-    table = d.table
-    raw = json.dumps({"model": "m", "messages": []}).encode()
-    call = recognise("POST", "https://localhost:9001/v1/chat/completions", [], raw, table)
-
-    async def go():
-        return [(await d.run(call)).delivery for _ in range(n)]
-    return asyncio.run(go())
-
-
-def test_keys_rotate_least_recently_used(clock):
-    used = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        used.append(request.headers["authorization"])
-        clock.now += 1
-        return httpx.Response(200, json={"choices": []})
-    run_calls(dispatcher(clock, handler), 4)
-    assert used == ["Bearer k1", "Bearer k2", "Bearer k1", "Bearer k2"]
-
-
-def test_success_with_remaining_zero_puts_the_key_aside(clock):
-    used = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        used.append(request.headers["authorization"])
-        clock.now += 1
-        headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"} \
-            if request.headers["authorization"] == "Bearer k1" else {}
-        return httpx.Response(200, json={"choices": []}, headers=headers)
-    d = dispatcher(clock, handler)
-    run_calls(d, 3)
-    # k1 emptied its bucket on the first call: the next two go to k2 without a 429.
-    assert used == ["Bearer k1", "Bearer k2", "Bearer k2"]
-    assert d.health.cooling(key_scope("p", fingerprint("k1"))).reason == "remaining 0"
-
-
-def test_a_429_moves_to_the_next_key_and_exhaustion_says_when(clock):
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers={"retry-after": "30"},
-                              json={"error": {"message": "Rate limit reached"}})
-    d = dispatcher(clock, handler)
-    answer = run_calls(d, 1)[0]
-    assert answer.status == 429
-    assert dict(answer.headers)["retry-after"] == "30"
-    assert dict(answer.headers)["retry-after-ms"] == "30000"
-    for key in ("k1", "k2"):
-        assert d.health.cooling(key_scope("p", fingerprint(key))) is not None

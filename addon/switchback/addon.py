@@ -8,13 +8,13 @@ and by default hosts that are not LLM providers are not even TLS-intercepted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from typing import Optional
 from urllib.parse import urlsplit
 
+import httpx
 from mitmproxy import command, connection, ctx, exceptions, flow, http, tls
 
 from .config import Config, ConfigError, load_config
@@ -43,6 +43,7 @@ class Switchback:
         self.relay = Relay()
         self.status = StatusServer(self.status_document, self.metrics)
         self.dispatcher: Dispatcher | None = None
+        self.retired: list[httpx.AsyncClient] = []  # clients replaced by a reconfigure
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -74,7 +75,8 @@ class Switchback:
                 modes=ctx.options.mode,
                 connect_timeout=self.config.timeouts.connect)
             if self.dispatcher is not None:
-                _close_later(self.dispatcher.client)
+                # In-flight calls may still use it; it is closed at shutdown.
+                self.retired.append(self.dispatcher.client)
             self.dispatcher = Dispatcher(
                 client, self.config, self.table, self.health,
                 protocols=ProtocolMemory(self.store, self.config.protocol_memory),
@@ -106,7 +108,9 @@ class Switchback:
             raw = flow.request.content or b""
         except ValueError:  # an undecodable content-encoding: not ours to judge
             return
-        call = recognise(flow.request.method, flow.request.pretty_url,
+        # The URL the client connected to, not what its Host header claims:
+        # its credentials may only go there.
+        call = recognise(flow.request.method, flow.request.url,
                          flow.request.headers.items(multi=True), raw, self.table)
         if call is None:
             return
@@ -128,15 +132,19 @@ class Switchback:
             flow.response = http.Response.make(delivery.status, delivery.body, http.Headers(
                 [(k.encode(), v.encode()) for k, v in delivery.headers]))
             return
-        flow.metadata[RELAYED] = flow.request.url
+        # The relay needs no body; sending none keeps its framing simple. Both
+        # are put back for display once the relay answers.
+        flow.metadata[RELAYED] = (flow.request.url, flow.request.content)
+        flow.request.headers.pop("transfer-encoding", None)
+        flow.request.content = b""
         flow.request.url = self.relay.url(self.relay.park(delivery))
         flow.server_conn.via = None  # the relay is local even in upstream-proxy mode
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        original = flow.metadata.get(RELAYED)
-        if original and flow.response is not None:
+        relayed = flow.metadata.get(RELAYED)
+        if relayed and flow.response is not None:
             flow.response.stream = True
-            flow.request.url = original  # show the URL the client asked for
+            flow.request.url, flow.request.content = relayed  # what the client sent
 
     def _show(self, flow: http.HTTPFlow, call: LlmCall, result: Result, seconds: float) -> None:
         """The trail in the flow comment and the log; in mitmweb, each attempt
@@ -182,6 +190,8 @@ class Switchback:
     async def done(self) -> None:
         await self.relay.stop()
         await self.status.stop()
+        for client in self.retired:
+            await client.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.client.aclose()
 
@@ -205,14 +215,3 @@ def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: in
     attempt.metadata["switchback_call"] = parent.id
     attempt.live = False
     return attempt
-
-
-def _close_later(client) -> None:
-    """Close a replaced client once in-flight calls had time to finish."""
-    async def close() -> None:
-        await asyncio.sleep(600)
-        await client.aclose()
-    try:
-        asyncio.get_running_loop().create_task(close())
-    except RuntimeError:
-        pass

@@ -10,11 +10,11 @@ before any byte reaches the client. The result is either a whole answer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ import httpx
 
 from .bridge import Bridge, UnknownResponseId, other
 from .config import Config
+from .exhaustion import JSON, Failure, exhausted_answer
 from .hints import parse_hints
 from .metrics import Metrics
 from .plan import Candidate, endpoint, plan
@@ -31,16 +32,18 @@ from .sse import Event, SseParser
 from .state import Conversations, Cooling, Health, ProtocolMemory, key_scope, model_scope
 from .streams import GateClass, StreamShaper, gate_class
 from .trail import Trail, seconds_text
-from .verdict import Action, Outcome, Verdict, error_info, judge, telling_rank
+from .verdict import Action, Outcome, Verdict, error_info, judge
 
 # Not forwarded either way: connection-level, or describing bytes we re-frame.
 HOP_BY_HOP = {"host", "content-length", "content-encoding", "connection", "keep-alive",
               "proxy-authorization", "proxy-connection", "te", "trailer",
               "transfer-encoding", "upgrade", "accept-encoding"}
-# Headers that identify the client to the host it addressed; never sent elsewhere.
-ORIGIN_BOUND = {*CREDENTIAL_HEADERS, "openai-organization", "openai-project", "cookie"}
+# What may go to a host the client did not address, or with a key it did not send:
+# describing the request, never identifying the client.
+PORTABLE = {"content-type", "accept", "user-agent", "openai-beta"}
+# What a provider says about the account that served: only for the client's own calls.
+ACCOUNT_HEADERS = {"set-cookie", "openai-organization", "openai-project"}
 MAX_ERROR_BODY = 1 << 20
-RETRY_AFTER_CAP = 60.0  # SDKs ignore longer retry-after values and guess instead
 
 
 @dataclass
@@ -58,7 +61,15 @@ class Committed:
 
     status: int
     headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes]
+    body: AsyncGenerator[bytes, None]
+    close_upstream: Callable[[], Awaitable[None]]
+
+    async def aclose(self) -> None:
+        """Close the body and the upstream, whether or not the body was started."""
+        with contextlib.suppress(Exception):
+            await self.body.aclose()
+        with contextlib.suppress(Exception):
+            await self.close_upstream()
 
 
 @dataclass
@@ -89,39 +100,31 @@ class Result:
 
 
 @dataclass
-class _Failure:
-    verdict: Verdict
-    outcome: Outcome
-    candidate: Candidate
-
-
-@dataclass
 class _Context:
     """What the loop learns about one call as it goes."""
 
     call: LlmCall
     trail: Trail = field(default_factory=Trail)
-    failures: list[_Failure] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     dead_providers: set[str] = field(default_factory=set)
-    switched_providers: set[str] = field(default_factory=set)
+    protocol_for: dict[str, str] = field(default_factory=dict)  # switched in this call
     switch: Candidate | None = None  # the same candidate in the other protocol, to try next
     served_by: Candidate | None = None
-    switched: bool = False  # the serving attempt spoke the other protocol
     attempts: list[AttemptRecord] = field(default_factory=list)
 
 
+def own_call(call: LlmCall, candidate: Candidate) -> bool:
+    """The client's own credentials to the origin it addressed."""
+    return candidate.key is None and candidate.provider.origin == call.provider.origin
+
+
 def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str]]:
-    """The client's headers, minus hop-by-hop ones and minus anything that
-    identifies the client unless the candidate is the origin it addressed."""
-    same_origin = candidate.provider.origin == call.provider.origin
-    out = []
-    for name, value in call.headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower.startswith(":"):
-            continue
-        if lower in ORIGIN_BOUND and (candidate.key is not None or not same_origin):
-            continue
-        out.append((name, value))
+    """The client's headers for its own call; otherwise only those that
+    describe the request, plus the configured key."""
+    own = own_call(call, candidate)
+    out = [(name, value) for name, value in call.headers
+           if name.lower() not in HOP_BY_HOP and not name.startswith(":")
+           and (own or name.lower() in PORTABLE or name.lower().startswith("x-stainless-"))]
     if candidate.key is not None:
         out.append(("authorization", f"Bearer {candidate.key}"))
     return out
@@ -133,8 +136,10 @@ def masked(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
             if k.lower() in CREDENTIAL_HEADERS else (k, v) for k, v in headers]
 
 
-def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers.multi_items() if k.lower() not in HOP_BY_HOP]
+def response_headers(headers: httpx.Headers, own: bool) -> list[tuple[str, str]]:
+    """An upstream answer's headers as the client may see them."""
+    drop = HOP_BY_HOP if own else HOP_BY_HOP | ACCOUNT_HEADERS
+    return [(k, v) for k, v in headers.multi_items() if k.lower() not in drop]
 
 
 def transport_failure(exc: BaseException) -> str:
@@ -147,6 +152,18 @@ def transport_failure(exc: BaseException) -> str:
             return "tls error"
         return "refused"
     return "reset"
+
+
+async def read_body(response: httpx.Response, limit: int | None) -> bytes:
+    """The whole body, or its first `limit` bytes (error bodies need no more)."""
+    if limit is None:
+        return await response.aread()
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return body[:limit]
 
 
 class Dispatcher:
@@ -170,7 +187,8 @@ class Dispatcher:
             ctx.trail.note(note)
         pending = planned.candidates
         for round_ in range(2):
-            for candidate in pending:
+            for planned_candidate in pending:
+                candidate = self._in_call_protocol(ctx, planned_candidate)
                 if candidate.provider.name in ctx.dead_providers:
                     continue
                 cooling = self._cooling(candidate)
@@ -192,16 +210,19 @@ class Dispatcher:
                 break
             wait = min(returning.values())
             ctx.trail.note(f"waited {seconds_text(wait)}")
-            await asyncio.sleep(wait)
+            await asyncio.sleep(wait + 0.02)  # cooldowns use the wall clock; sleep may not
             pending = tuple(c for c, left in returning.items() if left <= wait)
-        return self._result(ctx, self._exhausted(ctx, planned.candidates), "exhausted")
+        coolings = [c for c in map(self._cooling, planned.candidates) if c is not None]
+        status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model)
+        return self._result(ctx, Answer(status, headers, body), "exhausted")
 
     def _result(self, ctx: _Context, delivery: Answer | Committed, outcome: str) -> Result:
-        result = Result(delivery, ctx.trail, ctx.served_by, len(ctx.failures), ctx.switched,
+        served = ctx.served_by
+        switched = served is not None and served.protocol != ctx.call.protocol
+        result = Result(delivery, ctx.trail, served, len(ctx.failures), switched,
                         ctx.attempts, outcome)
-        provider = ctx.served_by.provider.name if ctx.served_by else "none"
-        self.metrics.calls.labels(provider, outcome).inc()
-        if ctx.served_by is not None and ctx.failures:
+        self.metrics.calls.labels(served.provider.name if served else "none", outcome).inc()
+        if served is not None and ctx.failures:
             self.metrics.failovers.inc()
         return result
 
@@ -212,6 +233,14 @@ class Dispatcher:
 
     def _remembered(self, provider: Provider, model: str) -> str | None:
         return self.protocols.get(provider.name, model)
+
+    def _in_call_protocol(self, ctx: _Context, candidate: Candidate) -> Candidate:
+        """A provider switched earlier in this call stays switched for its other keys."""
+        protocol = ctx.protocol_for.get(candidate.provider.name, candidate.protocol)
+        if protocol == candidate.protocol:
+            return candidate
+        return replace(candidate, protocol=protocol,
+                       url=endpoint(ctx.call, candidate.provider, protocol))
 
     def _returning(self, ctx: _Context, candidates: tuple[Candidate, ...]
                    ) -> dict[Candidate, float]:
@@ -242,8 +271,12 @@ class Dispatcher:
             body = bridge.body(candidate.model, urlsplit(candidate.url).hostname or "",
                                self.conversations.get)
         except UnknownResponseId as exc:
-            ctx.trail.note("unknown previous_response_id")
-            return Answer(404, [("content-type", "application/json")], exc.body())
+            # This candidate cannot continue that conversation; another might.
+            ctx.trail.attempt(self._label(ctx, candidate), "unknown previous_response_id")
+            ctx.failures.append(Failure(Verdict(Action.NEXT_PROVIDER, "unknown response"),
+                                        Outcome(404, body=exc.body()), (JSON,)))
+            ctx.dead_providers.add(candidate.provider.name)
+            return None
         if bridge.dropped:
             ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
         headers = upstream_headers(call, candidate)
@@ -253,54 +286,71 @@ class Dispatcher:
                                   write=60.0, pool=30.0))
         record = AttemptRecord(candidate.url, masked(headers), body, self.clock())
         ctx.attempts.append(record)
-        response: httpx.Response | None = None
-        held: list[Event] = []
         self.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
+        exchanged = await self._exchange(ctx, candidate, request, record, bridge)
+        if isinstance(exchanged, Committed):
+            self._served(ctx, candidate, record)
+            return exchanged
+        outcome = exchanged
+        verdict = judge(outcome, self.clock())
+        if verdict.action is Action.DELIVER:
+            self._served(ctx, candidate, record)
+            return self._whole_answer(bridge, outcome, own_call(call, candidate))
+        if verdict.action is Action.PASS_THROUGH:
+            self._finish(ctx, candidate, record, str(outcome.status))
+            if outcome.failure == "first-event":  # a client error at the head of a stream
+                info = error_info(outcome.body)
+                return Answer(400, [JSON], json.dumps({"error": {
+                    "message": info.message, "type": info.type or "invalid_request_error",
+                    "param": info.param or None, "code": info.code or None}}).encode())
+            return Answer(outcome.status or 502, response_headers(
+                httpx.Headers(outcome.headers), own_call(call, candidate)), outcome.body)
+        self._failed(ctx, candidate, verdict, outcome, record)
+        return None
+
+    async def _exchange(self, ctx: _Context, candidate: Candidate, request: httpx.Request,
+                        record: AttemptRecord, bridge: Bridge) -> Committed | Outcome:
+        """Send and read until there is something to judge, or a committed
+        stream. The upstream response is closed here unless a stream owns it."""
+        call, timeouts = ctx.call, self.config.timeouts
+        own = own_call(call, candidate)
+        response: httpx.Response | None = None
         try:
             async with asyncio.timeout(timeouts.first_byte if call.stream else timeouts.response) \
                     as deadline:
                 response = await self.client.send(request, stream=True)
                 record.status = response.status_code
-                record.response_headers = response_headers(response.headers)
+                record.response_headers = response_headers(response.headers, own)
                 self.metrics.first_byte_seconds.labels(candidate.provider.name).observe(
                     self.clock() - record.started)
                 if call.stream and response.status_code == 200 and \
                         "text/event-stream" in response.headers.get("content-type", ""):
-                    chunks = response.aiter_bytes()
-                    parser = SseParser()
-                    verdict_event = await self._gate(chunks, parser, held, candidate.protocol,
-                                                     deadline, timeouts.idle)
-                    if verdict_event is None:
-                        self._served(ctx, candidate, response.headers, record)
+                    chunks = aiter(response.aiter_bytes())
+                    parser, held = SseParser(), []
+                    failed = await self._gate(chunks, parser, held, candidate.protocol,
+                                              deadline, timeouts.idle)
+                    if failed is None:
                         shaper = bridge.shaper()
-                        return Committed(200, response_headers(response.headers),
-                                         self._deliver(response, chunks, parser, held, shaper,
-                                                       lambda: self._remember(bridge, shaper)))
-                    outcome = Outcome(200, response.headers, verdict_event.data.encode(),
-                                      failure="first-event", client_key=candidate.key is None)
+                        committed = Committed(
+                            200, record.response_headers,
+                            self._deliver(response, chunks, parser, held, shaper,
+                                          lambda: self._remember(bridge, shaper)),
+                            response.aclose)
+                        response = None  # the stream owns it now
+                        return committed
                     record.response_body = b"".join(event.raw for event in held)
-                else:
-                    deadline.reschedule(None)
-                    raw = await response.aread()
-                    record.response_body = raw
-                    outcome = Outcome(response.status_code, response.headers,
-                                      raw[:MAX_ERROR_BODY], client_key=candidate.key is None)
+                    return Outcome(200, response.headers, failed.data.encode(),
+                                   failure="first-event", client_key=candidate.key is None)
+                deadline.reschedule(None)
+                ok = 200 <= response.status_code < 300
+                record.response_body = await read_body(response, None if ok else MAX_ERROR_BODY)
+                return Outcome(response.status_code, response.headers, record.response_body,
+                               client_key=candidate.key is None)
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            return Outcome(None, failure=transport_failure(exc))
+        finally:
             if response is not None:
                 await response.aclose()
-            outcome = Outcome(None, failure=transport_failure(exc))
-        verdict = judge(outcome, self.clock())
-        if verdict.action is Action.DELIVER:
-            self._served(ctx, candidate, outcome.headers, record)
-            return self._whole_answer(ctx, bridge, outcome)
-        if verdict.action is Action.PASS_THROUGH:
-            self._finish(ctx, candidate, record, str(outcome.status))
-            return Answer(outcome.status or 502,
-                          response_headers(httpx.Headers(outcome.headers)), outcome.body)
-        if response is not None:
-            await response.aclose()
-        self._failed(ctx, candidate, verdict, outcome, record)
-        return None
 
     def _finish(self, ctx: _Context, candidate: Candidate, record: AttemptRecord, result: str,
                 cooldown: float | None = None, kind: str | None = None) -> None:
@@ -312,8 +362,8 @@ class Dispatcher:
         self.metrics.attempts.labels(provider, kind or result).inc()
         self.metrics.upstream_seconds.labels(provider).observe(record.ended - record.started)
 
-    def _whole_answer(self, ctx: _Context, bridge: Bridge, outcome: Outcome) -> Answer:
-        headers = response_headers(httpx.Headers(outcome.headers))
+    def _whole_answer(self, bridge: Bridge, outcome: Outcome, own: bool) -> Answer:
+        headers = response_headers(httpx.Headers(outcome.headers), own)
         try:
             body, history = bridge.answer(outcome.body)
         except ValueError:  # not JSON: nothing to translate, deliver what came
@@ -328,8 +378,9 @@ class Dispatcher:
         if history is not None:
             self.conversations.put(bridge.response_id, history)
 
-    async def _gate(self, chunks: AsyncIterator[bytes], parser: SseParser, held: list[Event],
-                    protocol: str, deadline: asyncio.Timeout, idle: float) -> Event | None:
+    async def _gate(self, chunks: AsyncGenerator[bytes, None], parser: SseParser,
+                    held: list[Event], protocol: str, deadline: asyncio.Timeout,
+                    idle: float) -> Event | None:
         """Hold events until one shows the answer has started (None: commit)
         or failed (that event). The deadline covers the first event; after
         that the stream only has to keep talking."""
@@ -352,9 +403,9 @@ class Dispatcher:
             return held[-1]
         raise httpx.RemoteProtocolError("stream ended before its first answer event")
 
-    async def _deliver(self, response: httpx.Response, chunks: AsyncIterator[bytes],
+    async def _deliver(self, response: httpx.Response, chunks: AsyncGenerator[bytes, None],
                        parser: SseParser, held: list[Event], shaper: StreamShaper,
-                       completed: Callable[[], None]) -> AsyncIterator[bytes]:
+                       completed: Callable[[], None]) -> AsyncGenerator[bytes, None]:
         """The committed stream, event by event; a break after commit is
         closed in the client's protocol; the upstream is always closed."""
         try:
@@ -371,105 +422,41 @@ class Dispatcher:
         finally:
             await response.aclose()
 
-    def _served(self, ctx: _Context, candidate: Candidate, headers: Mapping[str, str],
-                record: AttemptRecord) -> None:
+    def _served(self, ctx: _Context, candidate: Candidate, record: AttemptRecord) -> None:
+        """Success: remember the protocol that served, reset backoff, and put
+        aside a key whose bucket is now empty, before it ever sees a 429."""
         self._finish(ctx, candidate, record, "200")
         ctx.served_by = candidate
-        ctx.switched = candidate.protocol != ctx.call.protocol
         if candidate.provider.protocol == "auto":
             self.protocols.put(candidate.provider.name, candidate.model, candidate.protocol)
-        self._succeeded(candidate, headers)
-
-    def _succeeded(self, candidate: Candidate, headers: Mapping[str, str]) -> None:
-        """Reset backoff; and a key whose bucket is now empty is put aside until
-        its reset, so the next call goes elsewhere before it ever sees a 429."""
         key = key_scope(candidate.provider.name, candidate.fingerprint)
         self.health.succeeded(key, model_scope(candidate.provider.name, candidate.model))
-        empty_for = parse_hints(headers, None, self.clock()).exhausted_reset
+        empty_for = parse_hints(dict(record.response_headers), None, self.clock()).exhausted_reset
         if empty_for:
             self.health.cool(key, min(empty_for, self.config.cooldown.ceiling), "remaining 0")
 
     def _failed(self, ctx: _Context, candidate: Candidate, verdict: Verdict,
                 outcome: Outcome, record: AttemptRecord) -> None:
-        seconds = self.health.record(
-            verdict, key_scope(candidate.provider.name, candidate.fingerprint),
-            model_scope(candidate.provider.name, candidate.model))
+        provider = candidate.provider.name
+        seconds = self.health.record(verdict, key_scope(provider, candidate.fingerprint),
+                                     model_scope(provider, candidate.model))
         result = str(outcome.status) if outcome.status is not None else verdict.reason
         if outcome.failure == "first-event":
-            result = f"error event ({error_message_text(outcome)})"
-        if verdict.action is Action.SWITCH_PROTOCOL:
-            if candidate.provider.protocol == "auto" and \
-                    candidate.provider.name not in ctx.switched_providers:
-                # The endpoint does not exist here: the same candidate, other protocol.
-                ctx.switched_providers.add(candidate.provider.name)
-                protocol = other(candidate.protocol)
-                ctx.switch = replace(candidate, protocol=protocol,
-                                     url=endpoint(ctx.call, candidate.provider, protocol))
-                result += f" (switch to {protocol})"
-                self.metrics.protocol_switches.labels(candidate.provider.name, protocol).inc()
-            else:
-                ctx.dead_providers.add(candidate.provider.name)
+            info = error_info(outcome.body)
+            result = f"error event ({(info.message or info.code or 'error')[:120]})"
+        if verdict.action is Action.SWITCH_PROTOCOL and candidate.provider.protocol == "auto" \
+                and provider not in ctx.protocol_for:
+            # The endpoint does not exist here: the same candidate, other protocol.
+            ctx.protocol_for[provider] = other(candidate.protocol)
+            ctx.switch = self._in_call_protocol(ctx, candidate)
+            result += f" (switch to {ctx.protocol_for[provider]})"
+            self.metrics.protocol_switches.labels(provider, ctx.protocol_for[provider]).inc()
+        elif verdict.action in (Action.SWITCH_PROTOCOL, Action.NEXT_PROVIDER):
+            ctx.dead_providers.add(provider)
         if seconds and verdict.cooldown is not None:
-            self.metrics.cooldowns.labels(candidate.provider.name, verdict.cooldown.scope.value,
+            self.metrics.cooldowns.labels(provider, verdict.cooldown.scope.value,
                                           verdict.reason).inc()
         self._finish(ctx, candidate, record, result, seconds,
                      str(outcome.status) if outcome.status is not None else verdict.reason)
-        ctx.failures.append(_Failure(verdict, outcome, candidate))
-        if verdict.action is Action.NEXT_PROVIDER:
-            ctx.dead_providers.add(candidate.provider.name)
-
-    def _exhausted(self, ctx: _Context, candidates: tuple[Candidate, ...]) -> Answer:
-        """Every candidate failed or is cooling: the most telling upstream
-        error, status class kept, with when to come back."""
-        now = self.clock()
-        coolings = [c for c in map(self._cooling, candidates) if c is not None]
-        soonest = min(coolings, key=lambda c: c.until) if coolings else None
-        no_retry = bool(coolings) and all(c.no_retry for c in coolings)
-        if ctx.failures:
-            best = min(ctx.failures, key=lambda f: telling_rank(f.verdict, f.outcome.status))
-            no_retry = no_retry or best.verdict.no_retry
-            if best.outcome.status is not None:
-                status, body = best.outcome.status, best.outcome.body
-                headers = response_headers(httpx.Headers(best.outcome.headers))
-                if best.outcome.failure == "first-event":
-                    status, body = _error_status(best.verdict), _error_body(
-                        error_message_text(best.outcome), best.verdict)
-                    headers = [("content-type", "application/json")]
-            else:
-                status = 504 if best.verdict.reason == "timeout" else 502
-                body = _error_body(f"upstream {best.verdict.reason}: {ctx.trail}", best.verdict)
-                headers = [("content-type", "application/json")]
-        else:
-            reasons = {c.reason for c in coolings}
-            status = 429 if reasons & {"rate limit", "quota", "key refused"} or not coolings \
-                else 503
-            body = json.dumps({"error": {
-                "message": f"Switchback: every candidate for {ctx.call.model} is cooling down "
-                           f"({', '.join(sorted(reasons)) or 'no candidate'})",
-                "type": "rate_limit_error" if status == 429 else "server_error",
-                "code": "switchback_all_cooling"}}).encode()
-            headers = [("content-type", "application/json")]
-        headers = [(k, v) for k, v in headers
-                   if k.lower() not in ("retry-after", "retry-after-ms", "x-should-retry")]
-        if soonest is not None:
-            wait = min(max(0.0, soonest.until - now), RETRY_AFTER_CAP)
-            headers += [("retry-after", str(math.ceil(wait))),
-                        ("retry-after-ms", str(math.ceil(wait * 1000)))]
-        if no_retry:
-            headers.append(("x-should-retry", "false"))
-        return Answer(status, headers, body)
-
-
-def error_message_text(outcome: Outcome) -> str:
-    info = error_info(outcome.body)
-    return (info.message or info.code or info.type or "error")[:120]
-
-
-def _error_status(verdict: Verdict) -> int:
-    return {"rate limit": 429, "quota": 429}.get(verdict.reason, 502)
-
-
-def _error_body(message: str, verdict: Verdict) -> bytes:
-    kind = "rate_limit_error" if verdict.reason in ("rate limit", "quota") else "server_error"
-    return json.dumps({"error": {"message": message, "type": kind,
-                                 "code": f"upstream_{verdict.reason.replace(' ', '_')}"}}).encode()
+        ctx.failures.append(Failure(verdict, outcome, tuple(response_headers(
+            httpx.Headers(outcome.headers), own_call(ctx.call, candidate)))))

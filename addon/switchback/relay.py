@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from http import HTTPStatus
 
 from .dispatch import Committed
 
 logger = logging.getLogger(__name__)
-MAX_HEAD = 64 * 1024
 
 
 class Relay:
@@ -40,8 +39,9 @@ class Relay:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):
+        for task in list(self._tasks):  # expiries and live pipes: close their upstreams
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for token in list(self._parked):
             await self._expire(token)
 
@@ -62,7 +62,9 @@ class Relay:
         return stream
 
     def _spawn_expire(self, token: str) -> None:
-        task = asyncio.ensure_future(self._expire(token))
+        self._track(asyncio.ensure_future(self._expire(token)))
+
+    def _track(self, task: asyncio.Task) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -70,9 +72,10 @@ class Relay:
         stream = self._collect(token)
         if stream is not None:
             logger.info("switchback: a parked stream was not collected; closing its upstream")
-            await _aclose(stream.body)
+            await stream.aclose()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track(asyncio.current_task())
         try:
             token = await _read_request(reader)
             stream = self._collect(token)
@@ -90,28 +93,30 @@ class Relay:
     async def _pipe(self, stream: Committed, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
         """Write the stream chunk by chunk until it ends or the reader hangs up."""
+        hangup = pump = None
         try:
-            reason = HTTPStatus(stream.status).phrase
-        except ValueError:
-            reason = ""
-        head = [f"HTTP/1.1 {stream.status} {reason}"]
-        head += [f"{k}: {v}" for k, v in stream.headers]
-        head += ["transfer-encoding: chunked", "connection: close", "", ""]
-        writer.write("\r\n".join(head).encode("latin-1"))
-        # mitmproxy closes this connection when the client goes away: reading
-        # EOF (or an error) is the signal to stop and close the upstream.
-        hangup = asyncio.ensure_future(reader.read(1))
-        pump = asyncio.ensure_future(_write_chunked(stream.body, writer))
-        try:
+            try:
+                reason = HTTPStatus(stream.status).phrase
+            except ValueError:
+                reason = ""
+            head = [f"HTTP/1.1 {stream.status} {reason}"]
+            head += [f"{k}: {v}" for k, v in stream.headers]
+            head += ["transfer-encoding: chunked", "connection: close", "", ""]
+            writer.write("\r\n".join(head).encode("utf-8"))
+            # mitmproxy closes this connection when the client goes away: reading
+            # EOF (or an error) is the signal to stop and close the upstream.
+            hangup = asyncio.ensure_future(reader.read(1))
+            pump = asyncio.ensure_future(_write_chunked(stream.body, writer))
             await asyncio.wait({hangup, pump}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (hangup, pump):
+            tasks = [t for t in (hangup, pump) if t is not None]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(hangup, pump, return_exceptions=True)
-            await _aclose(stream.body)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await stream.aclose()
 
 
-async def _write_chunked(body: AsyncIterator[bytes], writer: asyncio.StreamWriter) -> None:
+async def _write_chunked(body: AsyncGenerator[bytes, None], writer: asyncio.StreamWriter) -> None:
     async for chunk in body:
         if chunk:
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -120,19 +125,10 @@ async def _write_chunked(body: AsyncIterator[bytes], writer: asyncio.StreamWrite
     await writer.drain()
 
 
-async def _aclose(body: AsyncIterator[bytes]) -> None:
-    aclose = getattr(body, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
-
-
 async def _read_request(reader: asyncio.StreamReader) -> str | None:
-    """The token from the request line; the request body is drained so
-    closing the socket later does not reset it."""
+    """The token from the request line; a request body (the addon sends
+    none) is drained so closing the socket later does not reset it."""
     head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > MAX_HEAD:
-        return None
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     length = 0

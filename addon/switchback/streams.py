@@ -66,10 +66,11 @@ def gate_class(protocol: str, event: Event) -> GateClass:
             return GateClass.ERROR
         if event.data.strip() == "[DONE]":
             return GateClass.END
-        if not isinstance(payload, dict):
-            return GateClass.PREAMBLE
-        for choice in payload.get("choices") or []:
-            delta = choice.get("delta") or {}
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        for choice in choices if isinstance(choices, list) else []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
             if choice.get("finish_reason") or any(
                 delta.get(k) for k in ("content", "tool_calls", "refusal",
                                        "reasoning_content", "reasoning", "function_call")
@@ -99,10 +100,10 @@ class ChatPassthrough:
             self.complete = True
         else:
             payload = event.json()
-            if isinstance(payload, dict):
-                self._finished |= any(
-                    c.get("finish_reason") for c in payload.get("choices") or []
-                )
+            choices = payload.get("choices") if isinstance(payload, dict) else None
+            if isinstance(choices, list):
+                self._finished |= any(isinstance(c, dict) and c.get("finish_reason")
+                                      for c in choices)
         return event.raw
 
     def finish(self) -> bytes:

@@ -59,10 +59,6 @@ class Verdict:
     hints: Hints = Hints()
     no_retry: bool = False  # tell clients not to retry (x-should-retry: false)
 
-    @property
-    def moves_on(self) -> bool:
-        return self.action in (Action.SWITCH_PROTOCOL, Action.NEXT_KEY, Action.NEXT_PROVIDER)
-
 
 @dataclass(frozen=True)
 class ErrorInfo:
@@ -113,8 +109,10 @@ _NOT_FOUND_MESSAGE = re.compile(
 _OTHER_ENDPOINT = re.compile(r"chat[/ _.-]?completions|responses? api|/responses|\bresponses\b", re.I)
 _UNSUPPORTED = re.compile(r"not supported|unsupported|does not support|only supported|"
                           r"not available|use the", re.I)
-_QUOTA = re.compile(r"insufficient_quota|billing|insufficient.?balance|quota|credit|per.?day|payment",
-                    re.I)
+# Explicit words only: Gemini's per-minute limits also say "quota"; its quota
+# ids decide per-day (hints.per_day).
+_QUOTA = re.compile(r"insufficient_quota|billing|insufficient.?balance|exceeded your current quota"
+                    r"|out of credits|credit balance|payment required", re.I)
 _MODEL_MISSING = re.compile(r"model_not_found|model .*(does not exist|not found)|unknown model|"
                             r"no such model|invalid model", re.I)
 _CONTEXT = re.compile(r"context_length_exceeded|context length|maximum context|too many tokens", re.I)
@@ -170,7 +168,10 @@ def judge(outcome: Outcome, now: float) -> Verdict:
     if status in (402, 429):
         if status == 429 and re.search(r"request too large", info.message, re.I):
             return Verdict(Action.NEXT_PROVIDER, "too large", hints=hints)
-        if status == 402 or hints.per_day or _QUOTA.search(info.text):
+        # x-should-retry: false is the server saying waiting will not help. Gemini
+        # says "quota" and "billing" for per-minute limits too: its quota ids decide.
+        worded = _QUOTA.search(info.text) and b"QuotaFailure" not in outcome.body
+        if status == 402 or hints.per_day or hints.should_retry is False or worded:
             return Verdict(Action.NEXT_KEY, "quota", Cooldown(Scope.KEY, long=True), hints,
                            no_retry=True)
         return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
@@ -189,21 +190,11 @@ def judge(outcome: Outcome, now: float) -> Verdict:
 
 def _stream_error(info: ErrorInfo, hints: Hints) -> Verdict:
     """An error that came with a 200: read its code like a status would be."""
-    if _QUOTA.search(info.text):
+    if info.type == "invalid_request_error" or _CONTEXT.search(info.text):
+        return Verdict(Action.PASS_THROUGH, "client error", hints=hints)
+    if hints.per_day or _QUOTA.search(info.text):
         return Verdict(Action.NEXT_KEY, "quota", Cooldown(Scope.KEY, long=True), hints,
                        no_retry=True)
     if re.search(r"rate.?limit", info.text):
         return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
     return Verdict(Action.NEXT_PROVIDER, "error event", Cooldown(Scope.MODEL, after=2), hints)
-
-
-_TELLING = {"quota": 0, "key refused": 1, "rate limit": 2, "overloaded": 3, "server error": 4,
-            "model missing": 5, "error event": 6, "too large": 7}
-
-
-def telling_rank(verdict: Verdict, status: int | None) -> int:
-    """Lower is more telling: which failure the client should see at exhaustion.
-    Upstream answers beat synthesized transport errors."""
-    if status is None:
-        return 100
-    return _TELLING.get(verdict.reason, 50)
