@@ -84,11 +84,6 @@ class SseParser:
             return None
         return parse_block(rest, rest)
 
-    @property
-    def pending(self) -> bool:
-        """True while part of an event is waiting for the rest of it."""
-        return bool(self._buffer.strip())
-
 
 def encode(data: Any, name: str | None = None) -> bytes:
     """Serialise one event; `data` is JSON-encoded unless already a string."""

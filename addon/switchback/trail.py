@@ -37,10 +37,6 @@ class Trail:
         if text not in self.notes:
             self.notes.append(text)
 
-    @property
-    def attempts(self) -> int:
-        return sum(1 for s in self.steps if " cooling (" not in s)
-
     def __str__(self) -> str:
         text = " → ".join(self.steps) or "no candidate"
         return f"{text}; {'; '.join(self.notes)}" if self.notes else text

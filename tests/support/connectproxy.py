@@ -6,10 +6,11 @@ from __future__ import annotations
 import select
 import socket
 import socketserver
-import threading
+
+from .threaded import ServedInThread
 
 
-class ConnectProxy:
+class ConnectProxy(ServedInThread):
     def __init__(self) -> None:
         self.tunnels: list[str] = []
         proxy = self
@@ -32,19 +33,10 @@ class ConnectProxy:
                     self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                     pipe(self.request, upstream)
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ConnectProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        super().__init__(server)
 
 
 def pipe(a: socket.socket, b: socket.socket) -> None:

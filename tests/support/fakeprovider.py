@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .threaded import ServedInThread
 from .tlsca import ServerCert
 
 CHAT, RESPONSES = "/chat/completions", "/responses"
@@ -207,7 +208,7 @@ def sse(payload: Any) -> bytes:
     return f"{head}data: {json.dumps(payload)}\n\n".encode()
 
 
-class FakeProvider:
+class FakeProvider(ServedInThread):
     """Start with `with FakeProvider(cert, "name") as fake:`; it stops on exit."""
 
     def __init__(self, cert: ServerCert, name: str,
@@ -221,24 +222,15 @@ class FakeProvider:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert.cert, cert.key)
         context.set_alpn_protocols(["http/1.1"])
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self.port = server.server_address[1]
+        super().__init__(server)
 
     @property
     def base_url(self) -> str:
         return f"https://localhost:{self.port}/v1"
-
-    def __enter__(self) -> FakeProvider:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def script(self, *replies: Reply) -> None:
         """Queue replies for the next requests, in order."""
