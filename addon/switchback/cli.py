@@ -217,7 +217,8 @@ def env_hint(host: str, port: int, certs: Path | None) -> str:
     url = f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
     flags = ("" if url == DEFAULT_PROXY else f" --proxy {url}") + \
         (f" --certs {shlex.quote(str(certs))}" if certs else "")
-    return f"switchback env{flags}"
+    # The full path: the venv's bin is usually not on the other shell's PATH.
+    return f"{shlex.quote(str(Path(sys.executable).with_name('switchback')))} env{flags}"
 
 
 # --- env / exec --------------------------------------------------------------------------------
