@@ -98,6 +98,21 @@ def test_exec_gives_an_unmodified_client_a_trusted_path_through_the_proxy(
     assert "fake 200" in running.output()  # Switchback handled it, not a bypass
 
 
+def test_exec_leaves_other_https_hosts_untouched(fakes, proxy, confdir, server_cert):
+    """Through the same HTTPS_PROXY, a host that is not an LLM provider is
+    tunnelled: the client sees that host's own certificate, not the proxy's."""
+    llm, other = fakes("llm"), fakes("other")
+    running = proxy(f'providers: {{llm: {{base_url: "{llm.base_url}"}}}}')
+    through = ("exec", "--certs", str(confdir), "--proxy", running.url, "--no-proxy", "", "--")
+    own_cert = switchback(*through, "curl", "-sS", "--max-time", "20", "--cacert",
+                          str(server_cert.ca), "-d", "{}", other.base_url + CHAT)
+    assert "hello from other" in own_cert.stdout, own_cert.stderr
+    proxy_bundle = switchback(*through, "curl", "-sS", "--max-time", "20", "-d", "{}",
+                              other.base_url + CHAT)
+    assert proxy_bundle.returncode != 0  # the proxy CA does not vouch for it: not intercepted
+    assert other.count(CHAT) == 1 and "switchback: chat" not in running.output()
+
+
 def test_exec_passes_the_exit_code_through(tmp_path):
     done = switchback("exec", "--certs", str(tmp_path), "--",
                       sys.executable, "-c", "import sys; sys.exit(7)")
