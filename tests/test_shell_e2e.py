@@ -120,3 +120,14 @@ def test_upstream_proxy_mode_is_honoured(fakes, proxy, stream):
         assert f"localhost:{primary.port}" in corporate.tunnels
         assert f"localhost:{backup.port}" in corporate.tunnels
     assert primary.count(CHAT) == 1 and backup.count(CHAT) == 1
+
+
+def test_addon_makes_connections_lazy_so_a_dead_origin_can_fall_back(fakes, proxy):
+    backup, dead = fakes("backup"), fakes("dead")
+    dead_url = dead.base_url
+    dead.__exit__(None, None, None)  # nothing listens there any more
+    running = proxy(PAIR.format(primary=dead_url, backup=backup.base_url),
+                    extra=("--set", "connection_strategy=eager"))  # the user forgot
+    answer = running.openai(dead_url).chat.completions.create(model="m", messages=[])
+    assert answer.choices[0].message.content == "hello from backup"
+    assert "setting connection_strategy=lazy" in running.output()

@@ -68,8 +68,9 @@ def mitmproxy_command(tool: str, port: int, confdir: Path, upstream_ca: Path | N
                       addon: bool = True) -> list[str]:
     command = [str(BIN / tool), "-s", str(GUARD)] + (["-s", str(ADDON)] if addon else [])
     command += ["--listen-host", "127.0.0.1", "--listen-port", str(port),
-               "--set", f"confdir={confdir}",
-               "--set", "connection_strategy=lazy"]
+               "--set", f"confdir={confdir}"]
+    if not any(arg.startswith("connection_strategy=") for arg in extra):
+        command += ["--set", "connection_strategy=lazy"]
     if upstream_ca is not None:
         command += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if config is not None:
