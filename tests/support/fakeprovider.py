@@ -5,15 +5,22 @@ not, and plays scripted faults in order: a status with headers and body, a
 slow first byte, an error as the first event, a stream cut midway, a
 connection dropped without an answer. It records every request it gets, so
 tests can count calls per path and per key and see exactly what was sent.
+
+Real networks are less polite than one tidy event per write, so a reply can
+also be raw: body bytes written exactly as the pieces given (several events in
+one piece, one event over many), optionally compressed the way a streaming
+proxy does (each piece compressed and flushed), with any content type.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +45,10 @@ class Reply:
     cut_after: int | None = None  # stream: drop the connection after this many events
     drop: bool = False  # close the connection without any answer
     text: str | None = None  # the answer's text
+    raw: list[bytes] | None = None  # body written exactly as these pieces, one write each
+    raw_delay: float = 0.01  # pause between raw pieces, so each arrives as its own read
+    content_type: str = "text/event-stream"  # of a raw body
+    encoding: str | None = None  # gzip, deflate, br or zstd: each raw piece compressed and flushed
 
 
 @dataclass
@@ -201,11 +212,33 @@ def _pieces(text: str) -> list[str]:
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
 
 
-def sse(payload: Any) -> bytes:
+def sse(payload: Any, eol: str = "\n") -> bytes:
     if isinstance(payload, str):
-        return f"data: {payload}\n\n".encode()
-    head = f"event: {payload['type']}\n" if "type" in payload else ""  # Responses events
-    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+        return f"data: {payload}{eol}{eol}".encode()
+    head = f"event: {payload['type']}{eol}" if "type" in payload else ""  # Responses events
+    return f"{head}data: {json.dumps(payload)}{eol}{eol}".encode()
+
+
+def sse_bytes(events: list[Any], eol: str = "\n") -> bytes:
+    """A whole stream's bytes, with the given line ending."""
+    return b"".join(sse(e, eol) for e in events)
+
+
+def compressor(encoding: str):
+    """A function that compresses one piece and flushes it, as a streaming proxy does."""
+    if encoding in ("gzip", "deflate"):
+        state = zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
+        return lambda piece: state.compress(piece) + state.flush(zlib.Z_SYNC_FLUSH)
+    if encoding == "br":
+        import brotli
+        brotli_state = brotli.Compressor()
+        return lambda piece: brotli_state.process(piece) + brotli_state.flush()
+    if encoding == "zstd":
+        import zstandard
+        zstd_state = zstandard.ZstdCompressor().compressobj()
+        return lambda piece: zstd_state.compress(piece) + zstd_state.flush(
+            zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    raise ValueError(encoding)
 
 
 class FakeProvider(ServedInThread):
@@ -217,6 +250,7 @@ class FakeProvider(ServedInThread):
         self.name, self.paths, self.default = name, paths, default or Reply()
         self.seen: list[Seen] = []
         self.disconnects = 0  # streams whose client went away mid-way
+        self.hangups: list[float] = []  # when a client went away while the fake waited to answer
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -265,7 +299,9 @@ class FakeProvider(ServedInThread):
                 raw = self.rfile.read(length)
                 try:
                     body = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):
+                    body = {}
+                if not isinstance(body, dict):
                     body = {}
                 path = self.path.split("?")[0]
                 fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()},
@@ -279,7 +315,10 @@ class FakeProvider(ServedInThread):
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                time.sleep(reply.first_byte_delay)
+                if self._pause(reply.first_byte_delay):
+                    return
+                if reply.raw is not None:
+                    return self._raw(reply)
                 model = body.get("model", "unknown")
                 result = tool_result(body)
                 text = reply.text or (f"weather: {result}" if result is not None
@@ -319,6 +358,43 @@ class FakeProvider(ServedInThread):
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _pause(self, seconds: float) -> bool:
+                """Wait, watching the connection: True when the client went away."""
+                if seconds <= 0:
+                    return False
+                readable, _, _ = select.select([self.connection], [], [], seconds)
+                if not readable:
+                    return False
+                try:
+                    gone = self.connection.recv(1) == b""
+                except (OSError, ssl.SSLError):
+                    gone = True
+                if gone:
+                    with fake._lock:
+                        fake.hangups.append(time.monotonic())
+                    self.close_connection = True
+                return gone
+
+            def _raw(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                self.send_header("content-type", reply.content_type)
+                if reply.encoding:
+                    self.send_header("content-encoding", reply.encoding)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                shrink = compressor(reply.encoding) if reply.encoding else (lambda piece: piece)
+                try:
+                    for piece in reply.raw or []:
+                        self.wfile.write(shrink(piece))
+                        self.wfile.flush()
+                        time.sleep(reply.raw_delay)
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+                    with fake._lock:
+                        fake.disconnects += 1
 
             def _stream(self, events: list[Any], reply: Reply) -> None:
                 self.send_response(200)
