@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from switchback.cooldown import CooldownPolicy
+from switchback.health.cooldown import CooldownPolicy, Strikes
 
 POLICY = CooldownPolicy()
 RANDS = [0.0, 0.25, 0.5, 0.999999]
@@ -87,3 +87,21 @@ def test_long_duration(hint: float | None, expected: float) -> None:
 def test_policy_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         POLICY.floor = 5  # type: ignore[misc]
+
+
+STRIKES = [
+    # (strikes before, now, attempt started, count after or None)
+    (Strikes(), 100.0, 99.0, 1),
+    (Strikes(count=1, last=90.0), 100.0, 99.0, 2),  # inside the window: they add up
+    (Strikes(count=5, last=30.0), 100.0, 99.0, 1),  # 70 s apart: forgotten
+    (Strikes(count=1, last=90.0, reacted=95.0), 100.0, 94.0, None),  # began before the cooldown
+    (Strikes(count=1, last=90.0, reacted=95.0), 100.0, 95.0, 2),  # began with it: news
+]
+
+
+@pytest.mark.parametrize(("strikes", "now", "started", "count"), STRIKES)
+def test_strikes_decay_and_bursts_count_once(strikes, now, started, count) -> None:
+    counted = POLICY.strike(strikes, now, started)
+    assert (counted.count if counted else None) == count
+    if counted:
+        assert counted.last == now and counted.reacted == strikes.reacted

@@ -8,15 +8,18 @@ import json
 import pytest
 
 from switchback.config import parse_config
+from switchback.engine.upstream import tls_verify, upstream_proxy
+from switchback.health.verdict import Action, Outcome, Scope, endpoint_missing, error_info, judge
 from switchback.plan import plan
+from switchback.protocols.kinds import Signal, classify
+from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
+from switchback.protocols.sse import SseParser
 from switchback.providers import ProviderTable
-from switchback.recognise import fingerprint, recognise
-from switchback.sse import SseParser
-from switchback.streams import CHAT, RESPONSES, ChatPassthrough, GateClass, \
-    ResponsesPassthrough, gate_class
+from switchback.recognise import Unreadable, fingerprint, recognise
 from switchback.trail import Trail
-from switchback.upstream import tls_verify, upstream_proxy
-from switchback.verdict import Action, Outcome, Scope, endpoint_missing, error_info, judge
+from switchback.vocabulary import FailureKind, Protocol, Reason
+
+CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
 
 CONFIG = parse_config("""
 providers:
@@ -48,18 +51,19 @@ def call(url="https://localhost:9001/v1/chat/completions", body=None, method="PO
     ("POST", "https://localhost:9001/v1/responses/resp_1/cancel", {"model": "m"}, None),
     ("POST", "https://localhost:9999/v1/chat/completions", {"model": "m"}, None),
     ("POST", "http://localhost:9001/v1/chat/completions", {"model": "m"}, None),
-    ("POST", "https://localhost:9001/v1/chat/completions", {"messages": []}, None),
-    ("POST", "https://localhost:9001/v1/chat/completions", ["model"], None),
 ])
 def test_recognise(method, url, body, expected):
     found = recognise(method, url, AUTH, json.dumps(body).encode(), TABLE)
-    assert (found and (found.provider.name, found.protocol)) == (expected and expected) or \
-        (found is None and expected is None)
+    assert (found and (found.provider.name, found.protocol)) == expected
 
 
-def test_recognise_leaves_unparseable_bodies():
-    assert recognise("POST", "https://localhost:9001/v1/chat/completions", AUTH, b"{x",
-                     TABLE) is None
+@pytest.mark.parametrize("raw", [
+    b"{x", b'{"messages": []}', b'["model"]', b"\xff\xfe", b"",
+    b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+], ids=["syntax", "no model", "not an object", "not utf-8", "empty", "nested too deep"])
+def test_an_llm_endpoint_with_a_body_it_cannot_read_is_unreadable(raw):
+    with pytest.raises(Unreadable):
+        recognise("POST", "https://localhost:9001/v1/chat/completions", AUTH, raw, TABLE)
 
 
 def test_recognise_reads_stream_and_credential():
@@ -96,11 +100,16 @@ fallbacks: {"*": [auto/*]}
     table = ProviderTable(config.providers)
     found = recognise("POST", "https://localhost:9005/v1/responses?api-version=1", AUTH,
                       b'{"model": "m"}', table)
-    remembered = {("fixed", "m"): "responses", ("auto", "m"): "chat"}
+    remembered = {("fixed", "m"): RESPONSES, ("auto", "m"): CHAT}
     planned = plan(found, config, table, remembered=lambda p, m: remembered.get((p.name, m)))
     assert [(c.provider.name, c.protocol, c.url) for c in planned.candidates] == [
         ("fixed", "chat", "https://localhost:9005/v1/chat/completions?api-version=1"),
         ("auto", "chat", "https://localhost:9006/v1/chat/completions")]
+    fixed, auto = planned.candidates
+    assert not fixed.can_switch and auto.can_switch
+    switched = auto.switched()
+    assert (switched.protocol, switched.url) == (RESPONSES, "https://localhost:9006/v1/responses")
+    assert switched.switched() == auto
 
 
 def test_fingerprint_is_short_and_hides_the_key():
@@ -127,8 +136,8 @@ VERDICTS = [
     ("503", Outcome(503), Action.NEXT_PROVIDER, Scope.MODEL),
     ("529", Outcome(529), Action.NEXT_PROVIDER, Scope.MODEL),
     ("408", Outcome(408), Action.NEXT_PROVIDER, Scope.MODEL),
-    ("refused", Outcome(None, failure="refused"), Action.NEXT_PROVIDER, Scope.MODEL),
-    ("timeout", Outcome(None, failure="timeout"), Action.NEXT_PROVIDER, Scope.MODEL),
+    ("refused", Outcome(None, failure=FailureKind.REFUSED), Action.NEXT_PROVIDER, Scope.MODEL),
+    ("timeout", Outcome(None, failure=FailureKind.TIMEOUT), Action.NEXT_PROVIDER, Scope.MODEL),
     ("401 configured key", Outcome(401), Action.NEXT_KEY, Scope.KEY),
     ("401 client key", Outcome(401, client_key=True), Action.PASS_THROUGH, None),
     ("400", Outcome(400, body=body({"error": {"message": "bad temperature"}})),
@@ -141,15 +150,15 @@ VERDICTS = [
                                                     "message": "The model `x` does not exist"}})),
      Action.NEXT_PROVIDER, Scope.MODEL),
     ("404 endpoint", Outcome(404, body=b""), Action.SWITCH_PROTOCOL, None),
-    ("first event rate", Outcome(200, body=RATE, failure="first-event"), Action.NEXT_KEY,
+    ("first event rate", Outcome(200, body=RATE, failure=FailureKind.ERROR_EVENT), Action.NEXT_KEY,
      Scope.KEY),
     ("first event other", Outcome(200, body=body({"error": {"message": "overloaded"}}),
-                                  failure="first-event"), Action.NEXT_PROVIDER, Scope.MODEL),
+                                  failure=FailureKind.ERROR_EVENT), Action.NEXT_PROVIDER, Scope.MODEL),
     ("200 with error body", Outcome(200, body=body({"error": {"message": "internal"}})),
      Action.NEXT_PROVIDER, Scope.MODEL),
     ("first event context length", Outcome(200, body=body({"error": {
         "code": "context_length_exceeded", "type": "invalid_request_error"}}),
-        failure="first-event"), Action.PASS_THROUGH, None),
+        failure=FailureKind.ERROR_EVENT), Action.PASS_THROUGH, None),
     ("gemini per-minute quota is a rate limit", Outcome(429, body=body([{"error": {
         "code": 429, "status": "RESOURCE_EXHAUSTED",
         "message": "You exceeded your current quota, please check your plan",
@@ -158,6 +167,24 @@ VERDICTS = [
      Action.NEXT_KEY, Scope.KEY),
     ("429 x-should-retry false is quota", Outcome(429, {"x-should-retry": "false"}, RATE),
      Action.NEXT_KEY, Scope.KEY),
+    ("html for a stream", Outcome(200, body=b"<html>502</html>", failure=FailureKind.NOT_A_STREAM),
+     Action.NEXT_PROVIDER, Scope.MODEL),
+    ("json that is no stream", Outcome(200, body=b'{"status": "ok"}',
+                                       failure=FailureKind.NOT_A_STREAM),
+     Action.NEXT_PROVIDER, Scope.MODEL),
+    ("an error not streamed", Outcome(200, body=RATE, failure=FailureKind.NOT_A_STREAM),
+     Action.NEXT_KEY, Scope.KEY),
+    ("unexpected endpoint for a stream", Outcome(200, body=body(
+        {"error": "Unexpected endpoint or method. (POST /v1/responses)"}),
+        failure=FailureKind.NOT_A_STREAM), Action.SWITCH_PROTOCOL, None),
+    ("malformed stream", Outcome(200, body=b"{not json", failure=FailureKind.MALFORMED),
+     Action.NEXT_PROVIDER, Scope.MODEL),
+    ("stream without an answer", Outcome(200, failure=FailureKind.NO_ANSWER),
+     Action.NEXT_PROVIDER, Scope.MODEL),
+    ("event too large", Outcome(200, failure=FailureKind.TOO_LARGE), Action.NEXT_PROVIDER,
+     Scope.MODEL),
+    ("deeply nested error body", Outcome(500, body=b"[" * 100_000 + b"]" * 100_000),
+     Action.NEXT_PROVIDER, Scope.MODEL),
 ]
 
 
@@ -235,30 +262,51 @@ def test_sse_parser_any_chunking(size):
     for i in range(0, len(STREAM), size):
         events += parser.feed(STREAM[i:i + size])
     assert [e.data for e in events][-1] == "[DONE]"
-    assert len(events) == 4
-    assert events[2].name == "message"
-    assert b"".join(e.raw for e in events) == STREAM.replace(b": keep-alive\n\n", b"")
+    assert [e.comment for e in events] == [False, False, True, False, False]
+    assert events[3].name == "message"
+    assert b"".join(e.raw for e in events) == STREAM  # every byte, comments included
     assert parser.close() is None
 
 
 GATE = [
-    (CHAT, 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}', GateClass.PREAMBLE),
-    (CHAT, 'data: {"choices":[{"delta":{"content":"x"}}]}', GateClass.CONTENT),
-    (CHAT, 'data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}', GateClass.CONTENT),
-    (CHAT, 'data: {"error":{"message":"overloaded"}}', GateClass.ERROR),
-    (CHAT, 'data: [DONE]', GateClass.END),
-    (RESPONSES, 'event: response.created\ndata: {"type":"response.created"}', GateClass.PREAMBLE),
-    (RESPONSES, 'data: {"type":"response.output_text.delta"}', GateClass.CONTENT),
-    (RESPONSES, 'event: response.failed\ndata: {"type":"response.failed"}', GateClass.ERROR),
-    (RESPONSES, 'event: error\ndata: {"type":"error","message":"x"}', GateClass.ERROR),
-    (RESPONSES, 'data: {"type":"response.completed"}', GateClass.END),
+    (CHAT, 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}', Signal.HOLD),
+    (CHAT, 'data: {"choices":[],"usage":{"prompt_tokens":1}}', Signal.HOLD),
+    (CHAT, 'data: {"object":"something.new"}', Signal.HOLD),
+    (CHAT, ': OPENROUTER PROCESSING', Signal.HOLD),
+    (CHAT, 'event: ping', Signal.HOLD),
+    (CHAT, 'data: {"choices":[{"delta":{"content":"x"}}]}', Signal.CONTENT),
+    (CHAT, 'data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}', Signal.CONTENT),
+    (CHAT, 'data: {"choices":[{"delta":{"reasoning_content":"hm"}}]}', Signal.CONTENT),
+    (CHAT, 'data: {"choices":[{"delta":{"refusal":"no"}}]}', Signal.CONTENT),
+    (CHAT, 'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}', Signal.CONTENT),
+    (CHAT, 'data: {"error":{"message":"overloaded"}}', Signal.ERROR),
+    (CHAT, 'event: error\ndata: {"message":"overloaded"}', Signal.ERROR),
+    (CHAT, 'data: [DONE]', Signal.END),
+    (CHAT, 'data: {not json', Signal.MALFORMED),
+    (CHAT, 'data: <html>', Signal.MALFORMED),
+    (RESPONSES, 'event: response.created\ndata: {"type":"response.created"}', Signal.HOLD),
+    (RESPONSES, 'event: response.in_progress\ndata: {"type":"response.in_progress"}',
+     Signal.HOLD),
+    (RESPONSES, 'event: ping\ndata: {"type":"ping"}', Signal.HOLD),
+    (RESPONSES, 'data: {"type":"response.something_new"}', Signal.HOLD),
+    (RESPONSES, ': keepalive', Signal.HOLD),
+    (RESPONSES, 'data: {"type":"response.output_text.delta"}', Signal.CONTENT),
+    (RESPONSES, 'data: {"type":"response.output_item.added"}', Signal.CONTENT),
+    (RESPONSES, 'data: {"type":"response.function_call_arguments.delta"}', Signal.CONTENT),
+    (RESPONSES, 'data: {"type":"response.reasoning_summary_text.delta"}', Signal.CONTENT),
+    (RESPONSES, 'data: {"type":"response.refusal.delta"}', Signal.CONTENT),
+    (RESPONSES, 'event: response.failed\ndata: {"type":"response.failed"}', Signal.ERROR),
+    (RESPONSES, 'event: error\ndata: {"type":"error","message":"x"}', Signal.ERROR),
+    (RESPONSES, 'data: {"type":"response.completed"}', Signal.END),
+    (RESPONSES, 'data: {"type":"response.incomplete"}', Signal.END),
+    (RESPONSES, 'data: [1, 2]', Signal.MALFORMED),
 ]
 
 
-@pytest.mark.parametrize("protocol,text,kind", GATE)
-def test_gate_class(protocol, text, kind):
+@pytest.mark.parametrize("protocol,text,signal", GATE)
+def test_gate_reads_the_head_of_a_stream(protocol, text, signal):
     event = SseParser().feed(text.encode() + b"\n\n")[0]
-    assert gate_class(protocol, event) is kind
+    assert classify(protocol, event) is signal
 
 
 def test_chat_passthrough_closes_a_broken_stream():

@@ -15,6 +15,7 @@ from mitmproxy.test import taddons
 from support.fakeprovider import CHAT, Reply
 from support.proxy import free_port
 from switchback.addon import Switchback
+from switchback.vocabulary import Reason
 
 
 def get(port: int, path: str) -> str:
@@ -56,8 +57,8 @@ fallbacks: {{"*": [chatonly/*]}}
     assert cooling["scope"] == "key" and cooling["reason"] == "rate limit"
     assert 35 < cooling["remaining_s"] <= 40
     assert cooling["key"].startswith("#") and "k-limited" not in json.dumps(status)
-    assert {"provider": "chatonly", "model": "gpt-4o", "protocol": "chat"} in \
-        status["protocols"]
+    assert {"provider": "chatonly", "model": "gpt-4o", "client": "responses",
+            "protocol": "chat"} in status["protocols"]
     assert status["counters"]["switchback_protocol_switches"] == 1
     assert status["counters"]["switchback_failovers"] == 1
     names = {p["name"]: p for p in status["providers"]}
@@ -111,7 +112,7 @@ def test_status_and_reset_commands(tmp_path):
     addon = Switchback()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, switchback_config=str(config))
-        addon.health.cool(("key", "p", "#abc"), 30, "rate limit")
+        addon.health.cool(("key", "p", "#abc"), 30, Reason.RATE_LIMIT)
         status = json.loads(tctx.master.commands.call("switchback.status"))
         assert status["cooldowns"][0]["reason"] == "rate limit"
         assert "sk-x" not in json.dumps(status)

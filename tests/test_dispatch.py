@@ -1,18 +1,30 @@
-"""The dispatcher in-process, with an injected clock and httpx's
-MockTransport: rotation, proactive cooldown, exhaustion, protocol switches."""
+"""The dispatcher in-process with its real upstream client against a raw
+loopback server, and an injected clock: rotation, proactive cooldown,
+exhaustion, protocol switches and their memory, masking, cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
-import httpx
+import pytest
 
+from support.loopserver import LoopServer, Script, Seen
+from support.fakeprovider import chat_events, response_events, sse_bytes
 from switchback.config import parse_config
-from switchback.dispatch import Answer, Dispatcher
+from switchback.engine.delivery import Committed
+from switchback.engine.dispatch import Answer, Dispatcher, Result
+from switchback.engine.upstream import Upstream
+from switchback.health.state import Conversations, Health, ProtocolMemory, key_scope
+from switchback.health.stores import Stores
+from switchback.protocols import sse
 from switchback.providers import ProviderTable
 from switchback.recognise import fingerprint, recognise
-from switchback.state import Health, MemoryStore, key_scope
+from switchback.vocabulary import CallOutcome, Reason
+
+KEY_ONE, KEY_TWO = "sk-key-one-0001", "sk-key-two-0002"
+OPEN: list[Upstream] = []  # upstream clients to close when the test's server stops
 
 
 class Clock:
@@ -23,84 +35,231 @@ class Clock:
         return self.now
 
 
-CONFIG = """
+def dispatcher(server: LoopServer, clock: Clock, extra: str = "") -> Dispatcher:
+    config = parse_config(f"""
 providers:
-  p: {base_url: "https://localhost:9001/v1", keys: [k1, k2]}
-"""
+  p: {{base_url: "{server.base_url}", keys: [{KEY_ONE}, {KEY_TWO}]}}
+timeouts: {{first_byte: 1s}}
+{extra}""", "t.yaml", {})
+    stores = Stores.memory(clock)
+    health = Health(stores.cooldowns, stores.strikes, stores.uses, config.cooldown, clock,
+                    rand=lambda: 0.0)
+    upstream = Upstream(insecure=False, cafile=None, capath=None, modes=["regular"],
+                        connect_timeout=5)
+    OPEN.append(upstream)
+    return Dispatcher(upstream, config, ProviderTable(config.providers), health,
+                      ProtocolMemory(stores.protocols), Conversations(stores.conversations),
+                      clock=clock)
 
 
-def dispatcher(clock: Clock, handler) -> Dispatcher:
-    config = parse_config(CONFIG, "t.yaml", {})
-    table = ProviderTable(config.providers)
-    health = Health(MemoryStore(clock), config.cooldown, clock, rand=lambda: 0.0)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return Dispatcher(client, config, table, health, clock)
+def calling(server: LoopServer, d: Dispatcher, path: str = "/chat/completions",
+            **body) -> Callable[[], Awaitable[Result]]:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+    if path == "/responses":
+        payload = {"model": "m", "input": "hi", **body}
+    call = recognise("POST", server.base_url + path, [], json.dumps(payload).encode(), d.table)
+    return lambda: d.run(call)
 
 
-def run_calls(d: Dispatcher, n: int) -> list[Answer]:
-    table = d.table
-    raw = json.dumps({"model": "m", "messages": []}).encode()
-    call = recognise("POST", "https://localhost:9001/v1/chat/completions", [], raw, table)
+async def body_of(result: Result) -> bytes:
+    assert isinstance(result.delivery, Committed)
+    try:
+        return b"".join([chunk async for chunk in result.delivery.body])
+    finally:
+        await result.delivery.aclose()
 
-    async def go():
-        return [(await d.run(call)).delivery for _ in range(n)]
-    return asyncio.run(go())
+
+def serve(handler: Callable[[Seen], Script],
+          test: Callable[[LoopServer], Awaitable[None]]) -> None:
+    async def go() -> None:
+        async with LoopServer(handler) as server:
+            try:
+                await test(server)
+            finally:
+                while OPEN:
+                    await OPEN.pop().aclose()
+    asyncio.run(go())
+
+
+def ok(_: Seen) -> Script:
+    return Script.json(200, {"choices": []})
 
 
 def test_keys_rotate_least_recently_used():
     clock = Clock()
-    used = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        used.append(request.headers["authorization"])
+    def handler(seen: Seen) -> Script:
         clock.now += 1
-        return httpx.Response(200, json={"choices": []})
-    run_calls(dispatcher(clock, handler), 4)
-    assert used == ["Bearer k1", "Bearer k2", "Bearer k1", "Bearer k2"]
+        return ok(seen)
+
+    async def test(server: LoopServer) -> None:
+        d = dispatcher(server, clock)
+        run = calling(server, d)
+        for _ in range(4):
+            await run()
+        assert [s.key for s in server.seen] == [KEY_ONE, KEY_TWO, KEY_ONE, KEY_TWO]
+    serve(handler, test)
 
 
 def test_success_with_remaining_zero_puts_the_key_aside():
     clock = Clock()
-    used = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        used.append(request.headers["authorization"])
+    def handler(seen: Seen) -> Script:
         clock.now += 1
         headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"} \
-            if request.headers["authorization"] == "Bearer k1" else {}
-        return httpx.Response(200, json={"choices": []}, headers=headers)
-    d = dispatcher(clock, handler)
-    run_calls(d, 3)
-    # k1 emptied its bucket on the first call: the next two go to k2 without a 429.
-    assert used == ["Bearer k1", "Bearer k2", "Bearer k2"]
-    assert d.health.cooling(key_scope("p", fingerprint("k1"))).reason == "remaining 0"
+            if seen.key == KEY_ONE else {}
+        return Script.json(200, {"choices": []}, **headers)
+
+    async def test(server: LoopServer) -> None:
+        d = dispatcher(server, clock)
+        run = calling(server, d)
+        for _ in range(3):
+            await run()
+        # KEY_ONE emptied its bucket on the first call: the next two go to KEY_TWO, no 429.
+        assert [s.key for s in server.seen] == [KEY_ONE, KEY_TWO, KEY_TWO]
+        cooling = d.health.cooling(key_scope("p", fingerprint(KEY_ONE)))
+        assert cooling.reason is Reason.REMAINING_ZERO
+    serve(handler, test)
 
 
-def test_a_429_moves_to_the_next_key_and_exhaustion_says_when():
-    clock = Clock()
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers={"retry-after": "30"},
-                              json={"error": {"message": "Rate limit reached"}})
-    d = dispatcher(clock, handler)
-    answer = run_calls(d, 1)[0]
-    assert answer.status == 429
-    assert dict(answer.headers)["retry-after"] == "30"
-    assert dict(answer.headers)["retry-after-ms"] == "30000"
-    for key in ("k1", "k2"):
-        assert d.health.cooling(key_scope("p", fingerprint(key))) is not None
+def test_a_429_moves_to_the_next_key_and_exhaustion_says_when_without_the_key():
+    def handler(seen: Seen) -> Script:
+        return Script.json(429, {"error": {"message": f"Rate limit reached for {seen.key}"}},
+                           **{"retry-after": "30"})
+
+    async def test(server: LoopServer) -> None:
+        d = dispatcher(server, Clock())
+        result = await calling(server, d)()
+        answer = result.delivery
+        assert isinstance(answer, Answer) and answer.status == 429
+        assert result.outcome is CallOutcome.EXHAUSTED
+        assert dict(answer.headers)["retry-after"] == "30"
+        assert dict(answer.headers)["retry-after-ms"] == "30000"
+        assert KEY_ONE.encode() not in answer.body and KEY_TWO.encode() not in answer.body
+        assert f"<key {fingerprint(KEY_ONE)}>".encode() in answer.body
+        assert all(KEY_ONE.encode() not in a.response_body for a in result.attempts)
+        for key in (KEY_ONE, KEY_TWO):
+            assert d.health.cooling(key_scope("p", fingerprint(key))) is not None
+    serve(handler, test)
+
+
+def missing_chat(seen: Seen) -> Script:
+    if seen.path.endswith("/chat/completions"):
+        return Script.json(404, {"error": {"code": "unknown_url",
+                                           "message": "Unknown request URL"}})
+    return Script.json(200, {"id": "resp_1", "object": "response", "output": []})
 
 
 def test_a_protocol_switch_applies_to_the_providers_other_keys():
-    seen = []
+    def handler(seen: Seen) -> Script:
+        if seen.key == KEY_ONE and seen.path.endswith("/responses"):
+            return Script.json(429, {"error": {"message": "Rate limit reached"}})
+        return missing_chat(seen)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.url.path, request.headers["authorization"]))
-        if request.url.path.endswith("/chat/completions"):
-            return httpx.Response(404, json={"error": {"code": "unknown_url",
-                                                       "message": "Unknown request URL"}})
-        if request.headers["authorization"] == "Bearer k1":
-            return httpx.Response(429, json={"error": {"message": "Rate limit reached"}})
-        return httpx.Response(200, json={"id": "resp_1", "object": "response", "output": []})
-    run_calls(dispatcher(Clock(), handler), 1)
-    assert seen == [("/v1/chat/completions", "Bearer k1"), ("/v1/responses", "Bearer k1"),
-                    ("/v1/responses", "Bearer k2")]
+    async def test(server: LoopServer) -> None:
+        await calling(server, dispatcher(server, Clock()))()
+        assert [(s.path, s.key) for s in server.seen] == [
+            ("/v1/chat/completions", KEY_ONE), ("/v1/responses", KEY_ONE),
+            ("/v1/responses", KEY_TWO)]
+    serve(handler, test)
+
+
+def test_a_switch_is_remembered_for_the_clients_protocol_only():
+    async def test(server: LoopServer) -> None:
+        d = dispatcher(server, Clock())
+        await calling(server, d)()  # chat: 404, then responses
+        await calling(server, d)()  # chat again: straight to responses
+        await calling(server, d, "/responses")()  # a Responses client: its own endpoint
+        assert [s.path for s in server.seen] == [
+            "/v1/chat/completions", "/v1/responses", "/v1/responses", "/v1/responses"]
+    serve(missing_chat, test)
+
+
+def test_a_chat_client_is_not_translated_after_responses_calls():
+    async def test(server: LoopServer) -> None:
+        d = dispatcher(server, Clock())
+        await calling(server, d, "/responses")()
+        await calling(server, d)()
+        assert [s.path for s in server.seen] == ["/v1/responses", "/v1/chat/completions"]
+    serve(ok, test)
+
+
+STREAM = sse_bytes(chat_events("m", "one two three", usage=True))
+
+
+@pytest.mark.parametrize("pieces", [
+    [STREAM], [STREAM[:1], STREAM[1:]], [bytes([b]) for b in STREAM[:200]] + [STREAM[200:]],
+], ids=["whole", "first byte apart", "byte by byte"])
+def test_a_stream_is_delivered_byte_identical(pieces):
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        assert await body_of(result) == STREAM
+    serve(lambda seen: Script.sse(pieces, pause=0.001), test)
+
+
+def test_an_error_right_after_content_in_one_read_is_delivered_not_replayed():
+    events = chat_events("m", "partial", usage=False)
+    stream = sse_bytes(events[:2]) + b'data: {"error": {"message": "boom"}}\n\n'
+
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        body = await body_of(result)
+        assert body.startswith(stream)  # every event, the error too; then a proper end
+        assert body.endswith(b"data: [DONE]\n\n")
+        assert len(server.seen) == 1
+    serve(lambda seen: Script.sse([stream]), test)
+
+
+def test_a_translated_stream_completes_whatever_the_chunking():
+    stream = sse_bytes(response_events("m", "hello there"))
+
+    def handler(seen: Seen) -> Script:
+        if seen.path.endswith("/chat/completions"):
+            return missing_chat(seen)
+        return Script.sse([stream[i:i + 50] for i in range(0, len(stream), 50)])
+
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        body = (await body_of(result)).decode()
+        text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                       for line in body.splitlines()
+                       if line.startswith("data: {") and json.loads(line[6:])["choices"])
+        assert text == "hello there" and body.rstrip().endswith("data: [DONE]")
+    serve(handler, test)
+
+
+def test_an_oversized_event_fails_the_attempt_with_a_clear_trail(monkeypatch):
+    monkeypatch.setattr(sse, "MAX_EVENT", 1000)
+
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        assert result.outcome is CallOutcome.EXHAUSTED
+        assert "event too large" in str(result.trail)
+    serve(lambda seen: Script.sse([b"data: " + b"x" * 5000], pause=1), test)
+
+
+def test_cancelling_a_call_closes_its_upstream_at_once():
+    async def test(server: LoopServer) -> None:
+        task = asyncio.ensure_future(calling(server, dispatcher(server, Clock()), stream=True)())
+        for _ in range(100):
+            if server.seen:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if server.hangups:
+                break
+            await asyncio.sleep(0.01)
+        assert server.hangups == 1
+    serve(lambda seen: Script.sse([STREAM], delay=30), test)
+
+
+def test_the_first_byte_timeout_moves_on():
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        assert result.outcome is CallOutcome.EXHAUSTED
+        assert "timeout" in str(result.trail)
+    serve(lambda seen: Script.sse([STREAM], delay=3), test)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import time
 
 import httpx
 import pytest
 
+from support.proxy import free_port, mitmproxy_command
 from support.fakeprovider import (CHAT, RESPONSES, Reply, chat_events, response_events, sse,
                                   sse_bytes)
 
@@ -241,14 +243,18 @@ def test_a_client_hangup_before_the_first_byte_closes_the_upstream(pair):
     assert backup.count() == 0
 
 
-def test_llm_calls_work_with_stream_large_bodies(fakes, proxy):
-    primary, backup = fakes("primary"), fakes("backup")
-    running = proxy(config(primary, backup), extra=("--set", "stream_large_bodies=1k"))
-    primary.script(Reply(status=500, body={"error": {"message": "boom"}}))
-    body = chat_body(stream=False)
-    body["messages"][0]["content"] = "x" * 4000
-    answer = post(running, primary.base_url + CHAT, body)
-    assert answer.json()["choices"][0]["message"]["content"] == "hello from backup"
+def test_stream_large_bodies_is_refused_with_the_reason(tmp_path, confdir):
+    # mitmproxy streams a large request body on before any hook can hold it,
+    # which would send LLM calls past Switchback unseen: refuse, and say so.
+    config = tmp_path / "switchback.yaml"
+    config.write_text("providers: {}\n")
+    command = mitmproxy_command("mitmdump", free_port(), confdir, None, config,
+                                ("--set", "stream_large_bodies=1k"))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode != 0
+    assert "stream_large_bodies" in done.stdout + done.stderr
+    assert "Unset stream_large_bodies" in done.stdout + done.stderr
 
 
 def test_deeply_nested_json_passes_through_without_a_traceback(pair):

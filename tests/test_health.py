@@ -1,15 +1,17 @@
-"""Health state and the dispatcher's use of it, with an injected clock and
-httpx's MockTransport: no sockets, no sleeping."""
+"""Health state with an injected clock: cooldowns, backoff, bursts, and
+stores kept apart so churn in one kind never evicts another."""
 
 from __future__ import annotations
 
-
 import pytest
 
-from switchback.cooldown import CooldownPolicy
-from switchback.hints import Hints
-from switchback.state import Health, MemoryStore, key_scope, model_scope
-from switchback.verdict import Action, Cooldown, Scope, Verdict
+from switchback.health.cooldown import CooldownPolicy
+from switchback.health.hints import Hints
+from switchback.health.state import (Conversations, Health, ProtocolMemory, key_scope,
+                                     model_scope)
+from switchback.health.stores import MemoryStore, Stores
+from switchback.health.verdict import Action, Cooldown, Scope, Verdict
+from switchback.vocabulary import Protocol, Reason
 
 KEY, MODEL = key_scope("p", "#abc"), model_scope("p", "m")
 
@@ -28,12 +30,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def health(clock: Clock) -> Health:
-    return Health(MemoryStore(clock), CooldownPolicy(floor=1, ceiling=300, long=3600, jitter=0),
+def stores(clock: Clock) -> Stores:
+    return Stores.memory(clock, conversation_bytes=10_000, entries=1_000)
+
+
+@pytest.fixture
+def health(clock: Clock, stores: Stores) -> Health:
+    return Health(stores.cooldowns, stores.strikes, stores.uses,
+                  CooldownPolicy(floor=1, ceiling=300, long=3600, jitter=0, window=60),
                   clock, rand=lambda: 0.0)
 
 
-def verdict(scope=Scope.KEY, wait=None, long=False, after=1, reason="rate limit") -> Verdict:
+def verdict(scope=Scope.KEY, wait=None, long=False, after=1, reason=Reason.RATE_LIMIT
+            ) -> Verdict:
     return Verdict(Action.NEXT_KEY, reason, Cooldown(scope, long=long, after=after),
                    Hints(retry_after=wait))
 
@@ -49,11 +58,38 @@ def test_ceiling_caps_a_hint(health):
     assert health.record(verdict(wait=10_000), KEY, MODEL) == 300
 
 
-def test_backoff_grows_then_resets_on_success(health):
-    grows = [health.record(verdict(scope=Scope.MODEL), KEY, MODEL) for _ in range(4)]
+def test_backoff_grows_then_resets_on_success(health, clock):
+    grows = []
+    for _ in range(4):
+        grows.append(health.record(verdict(scope=Scope.MODEL), KEY, MODEL, started=clock.now))
+        clock.now += grows[-1]  # the next attempt comes once the cooldown is over
     assert grows == [1, 2, 4, 8]
     health.succeeded(KEY, MODEL)
     assert health.record(verdict(scope=Scope.MODEL), KEY, MODEL) == 1
+
+
+def test_failures_outside_the_window_do_not_add_up(health, clock):
+    for _ in range(5):
+        assert health.record(verdict(scope=Scope.MODEL), KEY, MODEL, started=clock.now) == 1
+        clock.now += 61
+
+
+def test_a_burst_of_concurrent_failures_is_one_incident(health, clock):
+    started = clock.now  # a thousand attempts in flight together
+    clock.now += 30
+    seconds = [health.record(verdict(scope=Scope.MODEL), KEY, MODEL, started=started)
+               for _ in range(1000)]
+    assert seconds[0] == 1 and seconds[1:] == [None] * 999
+    clock.now += 1.5  # the cooldown is over; a new attempt fails: the backoff grows once
+    assert health.record(verdict(scope=Scope.MODEL), KEY, MODEL, started=clock.now) == 2
+
+
+def test_a_longer_hint_in_a_burst_still_counts(health, clock):
+    started = clock.now - 1  # all three attempts were in flight when the first failed
+    assert health.record(verdict(wait=5), KEY, MODEL, started=started) == 5
+    assert health.record(verdict(wait=3), KEY, MODEL, started=started) is None
+    assert health.record(verdict(wait=20), KEY, MODEL, started=started) == 20
+    assert health.cooling(KEY).until == pytest.approx(clock.now + 20)
 
 
 def test_ambiguous_error_needs_a_second_strike(health):
@@ -64,14 +100,48 @@ def test_ambiguous_error_needs_a_second_strike(health):
 
 
 def test_quota_cools_long_and_scopes_stay_apart(health):
-    assert health.record(verdict(long=True, wait=5, reason="quota"), KEY, MODEL) == 3600
-    assert health.cooling(KEY).reason == "quota"
+    assert health.record(verdict(long=True, wait=5, reason=Reason.QUOTA), KEY, MODEL) == 3600
+    assert health.cooling(KEY).reason is Reason.QUOTA
     assert health.cooling(MODEL) is None
     assert health.cooling(key_scope("sibling", "#abc")) is None
 
 
-def test_memory_store_is_bounded(clock):
-    store = MemoryStore(clock, maxsize=3)
+def test_an_active_cooldown_survives_churn_in_every_other_kind(health, stores, clock):
+    health.cool(KEY, 600, Reason.RATE_LIMIT)
+    protocols, conversations = ProtocolMemory(stores.protocols), Conversations(stores.conversations)
+    for i in range(20_000):
+        other = key_scope(f"p{i}", f"#{i:06x}")
+        health.used(other)
+        health.record(verdict(scope=Scope.MODEL, after=3), other, model_scope(f"p{i}", "m"))
+        health.cool(model_scope(f"p{i}", f"m{i}"), 1, Reason.SERVER_ERROR)
+        protocols.put(f"p{i}", "m", Protocol.CHAT, Protocol.RESPONSES)
+        conversations.put(f"resp_{i}", [{"role": "user", "content": "x" * 100}])
+        clock.now += 0.01
+    assert health.cooling(KEY) is not None and health.cooling(KEY).reason is Reason.RATE_LIMIT
+    clock.now += 600
+    assert health.cooling(KEY) is None
+
+
+def test_conversations_are_bounded_in_bytes_oldest_out(stores):
+    conversations = Conversations(stores.conversations)  # 10,000 bytes
+    big = [{"role": "user", "content": "x" * 3000}]
+    for i in range(5):
+        conversations.put(f"resp_{i}", big)
+    assert stores.conversations.size <= 10_000
+    assert conversations.get("resp_0") is None and conversations.get("resp_4") == big
+    conversations.put("resp_huge", [{"role": "user", "content": "x" * 20_000}])
+    assert conversations.get("resp_huge") is None and conversations.get("resp_4") == big
+
+
+def test_protocol_memory_is_per_client_protocol(stores):
+    memory = ProtocolMemory(stores.protocols)
+    memory.put("p", "m", Protocol.CHAT, Protocol.RESPONSES)
+    assert memory.get("p", "m", Protocol.CHAT) is Protocol.RESPONSES
+    assert memory.get("p", "m", Protocol.RESPONSES) is None
+
+
+def test_entry_bounded_stores_evict_least_recently_used(clock):
+    store = MemoryStore(3, clock)
     for i in range(10):
         store.put(i, i, 60)
-    assert len(list(store.items())) == 3
+    assert [k for k, _ in store.items()] == [7, 8, 9]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from switchback.hints import Hints, parse_duration, parse_hints, parse_reset, parse_retry_after
+from switchback.health.hints import Hints, parse_duration, parse_hints, parse_reset, parse_retry_after
 
 NOW = 1_750_000_000.0
 

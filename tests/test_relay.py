@@ -1,11 +1,12 @@
-"""The loopback relay in-process: delivery, expiry and hangups close the upstream."""
+"""The loopback relay in-process: delivery on kept-alive connections, expiry,
+discard, and hang-ups that close the upstream."""
 
 from __future__ import annotations
 
 import asyncio
 
-from switchback.dispatch import Committed
-from switchback.relay import Relay
+from switchback.engine.delivery import Committed
+from switchback.engine.relay import Relay
 
 
 class Upstream:
@@ -13,80 +14,116 @@ class Upstream:
 
     def __init__(self, chunks: list[bytes], pause: float = 0.0) -> None:
         self.chunks, self.pause, self.closed = chunks, pause, 0
+        self.finished = False
 
     async def body(self):
-        try:
-            for chunk in self.chunks:
-                await asyncio.sleep(self.pause)
-                yield chunk
-        finally:
-            self.closed += 1
+        for chunk in self.chunks:
+            await asyncio.sleep(self.pause)
+            yield chunk
+        self.finished = True
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.closed += 1
 
     def committed(self) -> Committed:
         return Committed(200, [("content-type", "text/event-stream")], self.body(), self.close)
 
 
-async def fetch(relay: Relay, token: str, read_all: bool = True) -> bytes:
+def request(token: str) -> bytes:
+    return f"GET /{token} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One chunked (or empty 404) response off a kept-alive connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b"content-length: 0" in head:
+        return head
+    return head + await reader.readuntil(b"0\r\n\r\n")
+
+
+async def fetch(relay: Relay, token: str) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
-    writer.write(f"GET /{token} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
-    await writer.drain()
-    data = await (reader.read() if read_all else reader.read(200))
+    writer.write(request(token))
+    data = await read_response(reader)
     writer.close()
     return data
 
 
-def test_delivers_chunked_and_closes_the_upstream():
-    async def go():
+async def eventually(condition, seconds: float = 2.0) -> None:
+    """Wait (bounded) for something the relay does after the client has its bytes."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+def run(test) -> None:
+    async def go() -> None:
         relay = Relay()
         await relay.start()
+        try:
+            await test(relay)
+        finally:
+            await relay.stop()
+    asyncio.run(go())
+
+
+def test_delivers_chunked_without_closing_the_connection():
+    async def test(relay: Relay) -> None:
         upstream = Upstream([b"data: a\n\n", b"data: b\n\n"])
         data = await fetch(relay, relay.park(upstream.committed()))
-        await relay.stop()
-        return data, upstream.closed
-    data, closed = asyncio.run(go())
-    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"9\r\ndata: a\n\n\r\n9\r\ndata: b\n\n\r\n0\r\n\r\n" in data
-    assert closed >= 1
+        head = data.split(b"\r\n\r\n")[0].lower()
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"connection" not in head and b"keep-alive" not in head
+        assert data.endswith(b"9\r\ndata: a\n\n\r\n9\r\ndata: b\n\n\r\n0\r\n\r\n")
+        await eventually(lambda: upstream.closed)
+        assert upstream.finished and upstream.closed == 1
+    run(test)
+
+
+def test_one_connection_serves_stream_after_stream():
+    async def test(relay: Relay) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        for n in range(3):
+            upstream = Upstream([f"data: {n}\n\n".encode()])
+            writer.write(request(relay.park(upstream.committed())))
+            assert (await read_response(reader)).endswith(
+                f"9\r\ndata: {n}\n\n\r\n0\r\n\r\n".encode())
+        writer.write(request("nope"))
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 404")
+        writer.close()
+    run(test)
 
 
 def test_uncollected_stream_expires_and_closes_its_upstream():
-    async def go():
-        relay = Relay(ttl=0.1)
-        await relay.start()
+    async def test(relay: Relay) -> None:
+        relay.ttl = 0.1
         upstream = Upstream([b"data: a\n\n"])
         token = relay.park(upstream.committed())
-        await asyncio.sleep(0.3)
-        late = await fetch(relay, token)
-        await relay.stop()
-        return late, upstream.closed
-    late, closed = asyncio.run(go())
-    assert closed >= 1  # closed although its body never started
-    assert late.startswith(b"HTTP/1.1 404")  # single use, and gone
+        await eventually(lambda: upstream.closed)
+        assert upstream.closed == 1  # closed although its body never started
+        assert (await fetch(relay, token)).startswith(b"HTTP/1.1 404")  # single use, and gone
+    run(test)
+
+
+def test_a_discarded_stream_is_closed_and_gone():
+    async def test(relay: Relay) -> None:
+        upstream = Upstream([b"data: a\n\n"])
+        token = relay.park(upstream.committed())
+        assert await relay.discard(token) and upstream.closed == 1
+        assert not await relay.discard(token)
+        assert (await fetch(relay, token)).startswith(b"HTTP/1.1 404")
+    run(test)
 
 
 def test_hangup_stops_the_pump_and_closes_the_upstream():
-    async def go():
-        relay = Relay()
-        await relay.start()
+    async def test(relay: Relay) -> None:
         upstream = Upstream([b"data: x\n\n"] * 1000, pause=0.01)
-        await fetch(relay, relay.park(upstream.committed()), read_all=False)
-        for _ in range(100):
-            if upstream.closed:
-                break
-            await asyncio.sleep(0.02)
-        await relay.stop()
-        return upstream.closed
-    assert asyncio.run(go()) >= 1
-
-
-def test_unknown_token_is_404():
-    async def go():
-        relay = Relay()
-        await relay.start()
-        data = await fetch(relay, "nope")
-        await relay.stop()
-        return data
-    assert asyncio.run(go()).startswith(b"HTTP/1.1 404")
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(request(relay.park(upstream.committed())))
+        await reader.readuntil(b"data: x")
+        writer.close()
+        await eventually(lambda: upstream.closed)
+        # Checked before the relay stops: stopping closes streams by itself.
+        assert upstream.closed == 1 and not upstream.finished
+    run(test)

@@ -12,7 +12,7 @@ from openai.types.chat import completion_create_params as chat_params
 from openai.types.responses import response_create_params as responses_params
 from pydantic import TypeAdapter
 
-from switchback.translate_request import chat_to_responses, responses_to_chat
+from switchback.protocols.translate_request import chat_to_responses, responses_to_chat
 
 CHAT_REQUEST = TypeAdapter(chat_params.CompletionCreateParamsNonStreaming)
 RESPONSES_REQUEST = TypeAdapter(responses_params.ResponseCreateParamsNonStreaming)

@@ -7,8 +7,10 @@ import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from switchback.streams import CHAT, RESPONSES
-from switchback.translate_response import (
+from switchback.vocabulary import Protocol
+
+CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
+from switchback.protocols.translate_response import (
     chat_to_responses_response,
     reply_message,
     responses_to_chat_response,

@@ -15,9 +15,12 @@ from openai.lib.streaming.responses import ResponseStreamState
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
-from switchback.sse import SseParser, encode
-from switchback.streams import CHAT, RESPONSES, ChatPassthrough, ResponsesPassthrough
-from switchback.translate_stream import ChatToResponsesStream, ResponsesToChatStream, shaper
+from switchback.protocols.sse import SseParser, encode
+from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
+from switchback.vocabulary import Protocol
+
+CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
+from switchback.protocols.translate_stream import ChatToResponsesStream, ResponsesToChatStream, shaper
 
 # The SDK's event union, keyed by each member's `type` literal: validating an
 # event against its own class gives a precise error when a shape is wrong.

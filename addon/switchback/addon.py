@@ -8,45 +8,57 @@ and by default hosts that are not LLM providers are not even TLS-intercepted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import time
 from typing import Optional
 from urllib.parse import urlsplit
 
-import httpx
 from mitmproxy import command, connection, ctx, exceptions, flow, http, tls
 
 from .config import Config, ConfigError, load_config
-from .dispatch import Answer, AttemptRecord, Dispatcher, Result, masked
+from .engine.delivery import Committed
+from .engine.dispatch import Answer, AttemptRecord, Dispatcher, Result
+from .engine.headers import masked
+from .engine.relay import Relay
+from .engine.upstream import UPSTREAM_OPTIONS, Upstream
+from .health.state import Conversations, Health, ProtocolMemory
+from .health.stores import MemoryStore, Stores
 from .metrics import Metrics
 from .providers import ProviderTable
-from .recognise import CREDENTIAL_HEADERS, LlmCall, recognise
-from .relay import Relay
-from .state import Health, MemoryStore, ProtocolMemory
+from .recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, recognise
+from .redact import Redactor
 from .status import StatusServer, status_document
-from .upstream import UPSTREAM_OPTIONS, make_client
 
 logger = logging.getLogger(__name__)
-# One line per call is ours to write; and httpcore's debug tracing alone costs
-# about a tenth of the proxy's CPU when mitmproxy logs at debug level.
-for _name in ("httpx", "httpcore"):
+# One line per call is ours to write; the HTTP client's debug tracing is
+# pure cost when mitmproxy logs at debug level.
+for _name in ("aiohttp",):
     logging.getLogger(_name).setLevel(logging.WARNING)
-RELAYED = "switchback_relayed_from"  # flow.metadata key: the URL the client asked for
+RELAYED = "switchback_relayed_from"  # flow.metadata key: (client URL, client body, token)
 SWITCHED, FAILED_OVER = ":arrows_counterclockwise:", ":twisted_rightwards_arrows:"
+HANGUP_POLL = 0.25  # seconds between looks at whether the client is still there
+
+
+def client_gone(client: connection.Client) -> bool:
+    """The client closed (or lost) its connection: nobody waits for the answer."""
+    return not client.state & connection.ConnectionState.CAN_READ
 
 
 class Switchback:
     def __init__(self) -> None:
         self.config = Config()
         self.table = ProviderTable({})
-        self.store = MemoryStore()
-        self.health = Health(self.store)
+        self.stores = Stores.memory()
+        self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses)
         self.metrics = Metrics()
         self.relay = Relay()
         self.status = StatusServer(self.status_document, self.metrics)
         self.dispatcher: Dispatcher | None = None
-        self.retired: list[httpx.AsyncClient] = []  # clients replaced by a reconfigure
+        self.retired: list[Upstream] = []  # clients replaced by a reconfigure
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -65,13 +77,24 @@ class Switchback:
     def configure(self, updated: set[str]) -> None:
         if "switchback_config" in updated:
             try:
-                self.config = load_config(ctx.options.switchback_config)
+                config = load_config(ctx.options.switchback_config)
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"Switchback config error: {exc}") from None
-            self.table = ProviderTable(self.config.providers)
-            self.health.policy = self.config.cooldown
+            if config.conversation_bytes != self.config.conversation_bytes:
+                self.stores = dataclasses.replace(self.stores, conversations=MemoryStore(
+                    config.conversation_bytes, sizeof=len))
+            self.config, self.table = config, ProviderTable(config.providers)
+            self.health.policy = config.cooldown
+        if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
+            # mitmproxy streams a request body on to the origin as soon as it
+            # outgrows the limit, before any hook could hold it back.
+            raise exceptions.OptionsError(
+                "Switchback cannot work with stream_large_bodies set: mitmproxy would send "
+                "large LLM request bodies on to the provider unread, so Switchback could not "
+                "replay them. Unset stream_large_bodies (Switchback streams SSE answers "
+                "itself).")
         if self.dispatcher is None or updated & {"switchback_config", *UPSTREAM_OPTIONS}:
-            client = make_client(
+            upstream = Upstream(
                 insecure=ctx.options.ssl_insecure,
                 cafile=ctx.options.ssl_verify_upstream_trusted_ca,
                 capath=ctx.options.ssl_verify_upstream_trusted_confdir,
@@ -79,11 +102,12 @@ class Switchback:
                 connect_timeout=self.config.timeouts.connect)
             if self.dispatcher is not None:
                 # In-flight calls may still use it; it is closed at shutdown.
-                self.retired.append(self.dispatcher.client)
+                self.retired.append(self.dispatcher.upstream)
             self.dispatcher = Dispatcher(
-                client, self.config, self.table, self.health,
-                protocols=ProtocolMemory(self.store, self.config.protocol_memory),
-                metrics=self.metrics)
+                upstream, self.config, self.table, self.health,
+                ProtocolMemory(self.stores.protocols, self.config.protocol_memory),
+                Conversations(self.stores.conversations, self.config.conversation_ttl),
+                Redactor(k for p in self.config.providers.values() for k in p.keys))
 
     async def running(self) -> None:
         await self.relay.start()
@@ -107,19 +131,12 @@ class Switchback:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or self.dispatcher is None:
             return
-        try:
-            raw = flow.request.content or b""
-        except ValueError:  # an undecodable content-encoding: not ours to judge
-            return
-        # The URL the client connected to, not what its Host header claims:
-        # its credentials may only go there.
-        call = recognise(flow.request.method, flow.request.url,
-                         flow.request.headers.items(multi=True), raw, self.table)
+        call = self._recognise(flow)
         if call is None:
             return
         started = time.monotonic()
         try:
-            result = await self.dispatcher.run(call)
+            result = await self._dispatch(flow, call)
         except Exception:
             # Attempts may already have reached a provider: answering beats
             # letting mitmproxy send the call once more behind our back.
@@ -129,6 +146,10 @@ class Switchback:
                      b'"type":"server_error","code":"switchback_internal_error"}}',
                 {"content-type": "application/json"})
             return
+        if result is None:  # the client hung up; nobody is left to answer
+            flow.kill()
+            return
+        self.metrics.observe(result)
         self._show(flow, call, result, time.monotonic() - started)
         delivery = result.delivery
         if isinstance(delivery, Answer):
@@ -137,17 +158,59 @@ class Switchback:
             return
         # The relay needs no body; sending none keeps its framing simple. Both
         # are put back for display once the relay answers.
-        flow.metadata[RELAYED] = (flow.request.url, flow.request.content)
+        token = self.relay.park(delivery)
+        flow.metadata[RELAYED] = (flow.request.url, flow.request.content, token)
         flow.request.headers.pop("transfer-encoding", None)
         flow.request.content = b""
-        flow.request.url = self.relay.url(self.relay.park(delivery))
+        flow.request.url = self.relay.url(token)
         flow.server_conn.via = None  # the relay is local even in upstream-proxy mode
+
+    def _recognise(self, flow: http.HTTPFlow) -> LlmCall | None:
+        """The LLM call in a request, or None to leave it to mitmproxy — with
+        one log line when it is an LLM endpoint Switchback cannot read."""
+        request = flow.request
+        if not llm_endpoint(request.method, request.url, self.table):
+            return None
+        try:
+            if request.stream:
+                raise Unreadable("another addon streamed its body on")
+            # The URL the client connected to, not what its Host header claims:
+            # its credentials may only go there.
+            return recognise(request.method, request.url, request.headers.items(multi=True),
+                             request.content or b"", self.table)
+        except (Unreadable, ValueError) as exc:  # ValueError: an undecodable content-encoding
+            where = request.pretty_host + request.path.partition("?")[0]  # no query: no secrets
+            logger.info(f"switchback: passing {where} through untouched: {exc}")
+            return None
+
+    async def _dispatch(self, flow: http.HTTPFlow, call: LlmCall) -> Result | None:
+        """Run the call, but stop — closing every upstream — as soon as the
+        client is gone; None then."""
+        assert self.dispatcher is not None
+        task = asyncio.ensure_future(self.dispatcher.run(call))
+        while not (await asyncio.wait({task}, timeout=HANGUP_POLL))[0]:
+            if client_gone(flow.client_conn):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    result = await task
+                    if isinstance(result.delivery, Committed):  # it finished meanwhile
+                        await result.delivery.aclose()
+                logger.info(f"switchback: {call.protocol} {call.model} → client gone "
+                            "before the answer; its attempts were cancelled")
+                return None
+        return task.result()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         relayed = flow.metadata.get(RELAYED)
         if relayed and flow.response is not None:
             flow.response.stream = True
-            flow.request.url, flow.request.content = relayed  # what the client sent
+            flow.request.url, flow.request.content, _ = relayed  # what the client sent
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        """A relayed flow that died before the relay answered: close its stream now."""
+        relayed = flow.metadata.get(RELAYED)
+        if relayed:
+            await self.relay.discard(relayed[2])
 
     def _show(self, flow: http.HTTPFlow, call: LlmCall, result: Result, seconds: float) -> None:
         """The trail in the flow comment and the log; in mitmweb, each attempt
@@ -158,7 +221,8 @@ class Switchback:
         for name, value in masked(flow.request.headers.items(multi=True)):
             if name.lower() in CREDENTIAL_HEADERS:
                 flow.request.headers[name] = value
-        flow.metadata["switchback"] = {"trail": str(result.trail), "outcome": result.outcome,
+        flow.metadata["switchback"] = {"trail": str(result.trail),
+                                       "outcome": result.outcome.value,
                                        "attempts": len(result.attempts)}
         if result.switched:
             flow.marked = SWITCHED
@@ -174,7 +238,8 @@ class Switchback:
                       for n, record in enumerate(result.attempts, 1)])
 
     def status_document(self) -> dict:
-        protocols = self.dispatcher.protocols if self.dispatcher else ProtocolMemory(self.store)
+        protocols = self.dispatcher.protocols if self.dispatcher \
+            else ProtocolMemory(self.stores.protocols)
         return status_document(self.table, set(self.config.providers), self.health,
                                protocols, self.metrics)
 
@@ -185,18 +250,17 @@ class Switchback:
 
     @command.command("switchback.reset")
     def reset_command(self) -> None:
-        """Forget every cooldown, backoff and remembered protocol."""
-        for key, _ in list(self.store.items()):
-            self.store.delete(key)
+        """Forget every cooldown, backoff, key use, remembered protocol and conversation."""
+        self.stores.clear()
         logger.info("switchback: state reset")
 
     async def done(self) -> None:
         await self.relay.stop()
         await self.status.stop()
-        for client in self.retired:
-            await client.aclose()
+        for upstream in self.retired:
+            await upstream.aclose()
         if self.dispatcher is not None:
-            await self.dispatcher.client.aclose()
+            await self.dispatcher.upstream.aclose()
 
 
 def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int

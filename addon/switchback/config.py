@@ -18,12 +18,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .cooldown import CooldownPolicy
-from .providers import BUILTIN, PROTOCOLS, Provider
+from .health.cooldown import CooldownPolicy
+from .health.stores import DEFAULT_CONVERSATION_BYTES
+from .providers import BUILTIN, Provider
+from .vocabulary import AUTO, PROVIDER_PROTOCOLS
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.I)
+_SIZE_UNIT = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+              "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, None: 1}
 
 
 class ConfigError(ValueError):
@@ -61,6 +66,8 @@ class Config:
     cooldown: CooldownPolicy = CooldownPolicy()
     max_wait: float = 2.0  # everything cooling: wait this long at most for the first to return
     protocol_memory: float = 86_400.0  # how long a protocol that worked is remembered
+    conversation_bytes: int = DEFAULT_CONVERSATION_BYTES  # translated conversations kept
+    conversation_ttl: float = 86_400.0
     source: str = "<built-in defaults>"
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
@@ -75,6 +82,19 @@ def parse_duration(value: Any) -> float | None:
         return float(value) if value >= 0 else None
     match = _DURATION.match(str(value))
     return float(match.group(1)) * _UNIT[match.group(2)] if match else None
+
+
+def parse_size(value: Any) -> int | None:
+    """`256MiB`, `1GB`, `500kB` or a bare number of bytes (> 0); None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    match = _SIZE.match(str(value))
+    if not match:
+        return None
+    size = int(float(match.group(1)) * _SIZE_UNIT[(match.group(2) or "").lower() or None])
+    return size if size > 0 else None
 
 
 class _Reader:
@@ -127,10 +147,10 @@ class _Reader:
         if not isinstance(keys, list):
             raise self.fail(f"{key}.keys", "expected a list of keys",
                             'write keys: ["${MY_KEY}"] or leave it out to use the client\'s key')
-        protocol = raw.get("protocol", "auto")
-        if protocol not in PROTOCOLS:
+        protocol = raw.get("protocol", AUTO)
+        if protocol not in PROVIDER_PROTOCOLS:
             raise self.fail(f"{key}.protocol", f"unknown protocol {protocol!r}",
-                            f"use one of: {', '.join(PROTOCOLS)}")
+                            f"use one of: {', '.join(PROVIDER_PROTOCOLS)}")
         return Provider(
             name=name,
             base_url=base_url.rstrip("/"),
@@ -171,6 +191,23 @@ class _Reader:
         return values
 
 
+    def conversations(self, raw: Any) -> dict[str, Any]:
+        """`conversations: {max_size: 256MiB, ttl: 24h}` as Config fields."""
+        section = self.mapping(raw, "conversations", ("max_size", "ttl"))
+        out: dict[str, Any] = {}
+        if "max_size" in section:
+            size = parse_size(section["max_size"])
+            if size is None:
+                raise self.fail("conversations.max_size",
+                                f"{section['max_size']!r} is not a positive size",
+                                "write a size like 256MiB, 1GiB or 500MB")
+            out["conversation_bytes"] = size
+        if "ttl" in section:
+            out["conversation_ttl"] = self.durations({"ttl": section["ttl"]}, "conversations",
+                                                     ("ttl",))["ttl"]
+        return out
+
+
 def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
     """Parse config text; `source` names the file in every error."""
     reader = _Reader(source, os.environ if env is None else env)
@@ -182,7 +219,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         raise ConfigError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
                           "check indentation and quoting on that line") from None
     raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
-                                   "protocol_memory"))
+                                   "protocol_memory", "conversations"))
     providers = {
         str(name): reader.provider(str(name), value)
         for name, value in reader.mapping(raw.get("providers"), "providers").items()
@@ -195,13 +232,13 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     timeouts = reader.durations(raw.get("timeouts"), "timeouts",
                                 tuple(Timeouts.__dataclass_fields__))
     cooldown = reader.durations(raw.get("cooldown"), "cooldown",
-                                ("floor", "ceiling", "long", "max_wait"), ("max_wait",))
+                                ("floor", "ceiling", "long", "window", "max_wait"), ("max_wait",))
     max_wait = cooldown.pop("max_wait", Config.max_wait)
     memory = reader.durations({"protocol_memory": raw["protocol_memory"]}, "",
                               ("protocol_memory",)) if "protocol_memory" in raw else {}
     return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
                   cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
-                  **memory)
+                  **memory, **reader.conversations(raw.get("conversations")))
 
 
 def load_config(path: str | Path | None) -> Config:

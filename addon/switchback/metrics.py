@@ -1,12 +1,18 @@
 """Prometheus metrics: what the proxy did, by provider and outcome.
 
-The dispatcher reports events here; the status server exposes the registry
-at /metrics. Labels carry provider names and reasons, never keys.
+Metrics observe each call's result — its attempt records — after the fact,
+so the attempt loop knows nothing of them; the status server exposes the
+registry at /metrics. Labels carry provider names and reasons, never keys.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from .engine.dispatch import Result
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -33,6 +39,23 @@ class Metrics:
         self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
                                             "time to the first response byte", ["provider"],
                                             buckets=LATENCY_BUCKETS, registry=r)
+
+    def observe(self, result: Result) -> None:
+        """Count one call and each of its attempts."""
+        for attempt in result.attempts:
+            provider = attempt.provider
+            self.attempts.labels(provider, attempt.kind).inc()
+            self.upstream_seconds.labels(provider).observe(attempt.ended - attempt.started)
+            if attempt.first_byte is not None:
+                self.first_byte_seconds.labels(provider).observe(attempt.first_byte)
+            if attempt.cooldown and attempt.scope is not None and attempt.reason is not None:
+                self.cooldowns.labels(provider, attempt.scope.value, attempt.reason.value).inc()
+            if attempt.switched_to is not None:
+                self.protocol_switches.labels(provider, attempt.switched_to.value).inc()
+        served = result.served_by
+        self.calls.labels(served.provider.name if served else "none", result.outcome.value).inc()
+        if served is not None and result.failures:
+            self.failovers.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

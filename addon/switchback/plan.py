@@ -3,18 +3,21 @@
 The addressed provider comes first (its configured keys, or the client's own
 credentials), then the configured fallbacks with the model rewritten. The
 client's credentials are only ever paired with the origin the client
-addressed; a fallback elsewhere needs a configured key or is skipped.
+addressed; a fallback elsewhere needs a configured key or is skipped. Each
+candidate knows both protocols' URLs, so switching protocol on a missing
+endpoint needs no second plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
-from .providers import ENDPOINTS, Provider, ProviderTable
+from .providers import Provider, ProviderTable
 from .recognise import LlmCall, fingerprint
+from .vocabulary import Protocol
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,9 @@ class Candidate:
     model: str
     key: str | None = field(repr=False)  # a configured key; None: the client's own
     fingerprint: str  # of whichever credential is sent ("" when none)
-    protocol: str  # what this attempt speaks upstream: "chat" or "responses"
+    protocol: Protocol  # what this attempt speaks upstream
     url: str
+    other_url: str  # where the other protocol lives on the same provider
 
     @property
     def label(self) -> str:
@@ -34,15 +38,24 @@ class Candidate:
             return f"{self.provider.name}{self.fingerprint}"
         return self.provider.name
 
+    @property
+    def can_switch(self) -> bool:
+        """A provider configured to speak one protocol is never probed."""
+        return self.provider.fixed is None
 
-def endpoint(call: LlmCall, provider: Provider, protocol: str) -> str:
+    def switched(self) -> Candidate:
+        """The same provider, key and model in the other protocol."""
+        return replace(self, protocol=self.protocol.other, url=self.other_url,
+                       other_url=self.url)
+
+
+def endpoint(call: LlmCall, provider: Provider, protocol: Protocol) -> str:
     """Where `protocol` lives on `provider`. On the provider the client
     addressed, its own URL (query string included) with the endpoint swapped."""
-    suffix = next(s for s, p in ENDPOINTS.items() if p == protocol)
     if provider.name != call.provider.name:
-        return provider.base_url + suffix
+        return provider.base_url + protocol.path
     parts = urlsplit(call.url)
-    return urlunsplit(parts._replace(path=provider.path + suffix))
+    return urlunsplit(parts._replace(path=provider.path + protocol.path))
 
 
 @dataclass(frozen=True)
@@ -53,26 +66,26 @@ class Plan:
 
 def plan(call: LlmCall, config: Config, table: ProviderTable,
          key_order: Callable[[Provider, tuple[str, ...]], tuple[str, ...]] = lambda p, k: k,
-         remembered: Callable[[Provider, str], str | None] = lambda p, m: None) -> Plan:
+         remembered: Callable[[Provider, str], Protocol | None] = lambda p, m: None) -> Plan:
     """All candidates for `call`, best first. `key_order` puts a provider's
-    keys in rotation order; `remembered` gives the protocol that last worked
-    for (provider, model). A provider's configured protocol wins over both."""
+    keys in rotation order; `remembered` gives the protocol that served
+    (provider, model) when the client's own endpoint was missing there. A
+    provider's configured protocol wins over both."""
     candidates: list[Candidate] = []
     skipped: list[str] = []
     steps = [(call.provider, call.model)]
     steps += [(table.by_name[t.provider], t.model_for(call.model))
               for t in config.fallbacks_for(call.model)]
     for provider, model in steps:
-        protocol = provider.protocol if provider.protocol != "auto" else (
-            remembered(provider, model) or call.protocol)
-        url = endpoint(call, provider, protocol)
+        protocol = provider.fixed or remembered(provider, model) or call.protocol
+        url, other_url = endpoint(call, provider, protocol), endpoint(call, provider, protocol.other)
         if provider.keys:
             for key in key_order(provider, provider.keys):
                 candidates.append(Candidate(provider, model, key, fingerprint(key), protocol,
-                                            url))
+                                            url, other_url))
         elif provider.origin == call.provider.origin:
             fp = fingerprint(call.credential) if call.credential else ""
-            candidates.append(Candidate(provider, model, None, fp, protocol, url))
+            candidates.append(Candidate(provider, model, None, fp, protocol, url, other_url))
         else:
             skipped.append(f"{provider.name} skipped (no key configured)")
     unique: dict[tuple[str, str, str], Candidate] = {}

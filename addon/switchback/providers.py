@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-PROTOCOLS = ("auto", "chat", "responses")
+from .vocabulary import AUTO, ENDPOINTS, Protocol
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,12 @@ class Provider:
     name: str
     base_url: str  # normalised: no trailing slash
     keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never printed
-    protocol: str = "auto"
+    protocol: str = AUTO  # AUTO, or a Protocol value it is configured to speak
+
+    @property
+    def fixed(self) -> Protocol | None:
+        """The protocol it is configured to speak; None when probed (auto)."""
+        return None if self.protocol == AUTO else Protocol(self.protocol)
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -51,7 +56,7 @@ BUILTIN: Mapping[str, Provider] = {
     )
 }
 
-ENDPOINTS = {"/chat/completions": "chat", "/responses": "responses"}
+_BY_PATH = {path: protocol for protocol, path in ENDPOINTS.items()}
 
 
 class ProviderTable:
@@ -69,7 +74,7 @@ class ProviderTable:
         """True when some provider's base URL is on this host and port."""
         return any(p.origin[1:] == (host.lower(), port) for p in self._ordered)
 
-    def match(self, url: str) -> tuple[Provider, str] | None:
+    def match(self, url: str) -> tuple[Provider, Protocol] | None:
         """(provider, protocol) for an LLM endpoint URL under a known base URL."""
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -79,6 +84,6 @@ class ProviderTable:
             if provider.origin != origin:
                 continue
             rest = path[len(provider.path):] if path.startswith(provider.path) else None
-            if rest in ENDPOINTS:
-                return provider, ENDPOINTS[rest]
+            if rest in _BY_PATH:
+                return provider, _BY_PATH[rest]
         return None

@@ -7,12 +7,13 @@ body that is not a JSON object with a model — is left to mitmproxy untouched.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .jsonsafe import loads
 from .providers import Provider, ProviderTable
+from .vocabulary import Protocol
 
 CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
 
@@ -22,7 +23,7 @@ class LlmCall:
     """One client call as Switchback understands it."""
 
     provider: Provider  # the provider the client addressed
-    protocol: str  # "chat" or "responses": what the client speaks
+    protocol: Protocol  # what the client speaks
     url: str  # exactly as the client sent it
     model: str
     stream: bool
@@ -45,20 +46,28 @@ def client_credential(headers: Iterable[tuple[str, str]]) -> str | None:
     return None
 
 
+class Unreadable(ValueError):
+    """A request to an LLM endpoint whose body Switchback cannot understand."""
+
+
+def llm_endpoint(method: str, url: str, table: ProviderTable) -> tuple[Provider, Protocol] | None:
+    """The provider and protocol of a POST to a known provider's LLM endpoint."""
+    return table.match(url) if method.upper() == "POST" else None
+
+
 def recognise(method: str, url: str, headers: Iterable[tuple[str, str]], raw: bytes,
               table: ProviderTable) -> LlmCall | None:
-    """An `LlmCall` for a POST to a known provider's LLM endpoint, else None."""
-    if method.upper() != "POST":
-        return None
-    match = table.match(url)
+    """An `LlmCall` for a POST to a known provider's LLM endpoint; None for
+    anything else. `Unreadable` when it is such a POST but its body is not a
+    JSON object with a model."""
+    match = llm_endpoint(method, url, table)
     if match is None:
         return None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        return None
+    body = loads(raw)
+    if not isinstance(body, dict):
+        raise Unreadable("the body is not a JSON object")
+    if not isinstance(body.get("model"), str):
+        raise Unreadable("the body names no model")
     headers = tuple(headers)
     provider, protocol = match
     return LlmCall(

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .health.state import Health, ProtocolMemory
 from .metrics import Metrics
 from .providers import ProviderTable
 from .recognise import fingerprint
-from .state import Health, ProtocolMemory
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ def status_document(table: ProviderTable, configured: set[str], health: Health,
                        "keys": [fingerprint(k) for k in p.keys],
                        "configured": p.name in configured} for p in table],
         "cooldowns": cooldowns,
-        "protocols": [{"provider": provider, "model": model, "protocol": protocol}
-                      for (provider, model), protocol in sorted(protocols.items())],
+        "protocols": [{"provider": provider, "model": model, "client": client.value,
+                       "protocol": served.value}
+                      for (provider, model, client), served in sorted(protocols.items())],
         "counters": metrics.totals(),
     }
 

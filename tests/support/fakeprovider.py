@@ -22,6 +22,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -224,20 +225,22 @@ def sse_bytes(events: list[Any], eol: str = "\n") -> bytes:
     return b"".join(sse(e, eol) for e in events)
 
 
-def compressor(encoding: str):
-    """A function that compresses one piece and flushes it, as a streaming proxy does."""
+def compressor(encoding: str) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    """(compress one piece and flush it, end the stream) — as a streaming proxy does."""
     if encoding in ("gzip", "deflate"):
         state = zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
-        return lambda piece: state.compress(piece) + state.flush(zlib.Z_SYNC_FLUSH)
+        return (lambda piece: state.compress(piece) + state.flush(zlib.Z_SYNC_FLUSH),
+                lambda: state.flush(zlib.Z_FINISH))
     if encoding == "br":
         import brotli
         brotli_state = brotli.Compressor()
-        return lambda piece: brotli_state.process(piece) + brotli_state.flush()
+        return (lambda piece: brotli_state.process(piece) + brotli_state.flush(),
+                brotli_state.finish)
     if encoding == "zstd":
         import zstandard
         zstd_state = zstandard.ZstdCompressor().compressobj()
-        return lambda piece: zstd_state.compress(piece) + zstd_state.flush(
-            zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return (lambda piece: zstd_state.compress(piece) + zstd_state.flush(
+            zstandard.COMPRESSOBJ_FLUSH_BLOCK), zstd_state.flush)
     raise ValueError(encoding)
 
 
@@ -386,12 +389,14 @@ class FakeProvider(ServedInThread):
                 self.send_header("connection", "close")
                 self.end_headers()
                 self.close_connection = True
-                shrink = compressor(reply.encoding) if reply.encoding else (lambda piece: piece)
+                shrink, end = compressor(reply.encoding) if reply.encoding else (
+                    lambda piece: piece, lambda: b"")
                 try:
                     for piece in reply.raw or []:
                         self.wfile.write(shrink(piece))
                         self.wfile.flush()
                         time.sleep(reply.raw_delay)
+                    self.wfile.write(end())
                 except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
                     with fake._lock:
                         fake.disconnects += 1

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..jsonsafe import loads
+
 OPENAI_HOST = "api.openai.com"
 CUSTOM_INPUT = "input"  # the one string parameter a custom tool becomes
 
@@ -44,10 +46,7 @@ def custom_arguments(text: str) -> str:
 def custom_input(arguments: str) -> str:
     """The freeform input back out of function arguments; raw text when the
     model did not wrap it as asked."""
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        return arguments
+    value = loads(arguments)
     if isinstance(value, dict) and isinstance(value.get(CUSTOM_INPUT), str):
         return value[CUSTOM_INPUT]
     return arguments

@@ -9,12 +9,13 @@ the failure earns.
 from __future__ import annotations
 
 import enum
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..jsonsafe import loads
+from ..vocabulary import FailureKind, Reason
 from .hints import Hints, parse_hints
 
 
@@ -40,21 +41,21 @@ class Cooldown:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One attempt's result. `failure` names a transport failure ("refused",
-    "tls", "reset", "timeout", …) or "first-event" for a stream whose first
-    event was an error (its data in `body`)."""
+    """One attempt's result. `failure` says why there is no ordinary answer
+    to judge: a transport failure (no status), or a stream whose head was an
+    error event (its data in `body`) or was no answer at all."""
 
     status: int | None
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
-    failure: str | None = None
+    failure: FailureKind | None = None
     client_key: bool = False
 
 
 @dataclass(frozen=True)
 class Verdict:
     action: Action
-    reason: str  # short words for the trail: "rate limit", "quota", "refused", …
+    reason: Reason
     cooldown: Cooldown | None = None
     hints: Hints = Hints()
     no_retry: bool = False  # tell clients not to retry (x-should-retry: false)
@@ -74,8 +75,10 @@ class ErrorInfo:
 
 
 def _first_error(payload: Any) -> Any:
-    if isinstance(payload, list):
-        return _first_error(payload[0]) if payload else None
+    """The error object of a body: `{"error": …}`, a list of those (Gemini), or
+    a Responses `{"response": {"error": …}}`; else the payload itself."""
+    while isinstance(payload, list):
+        payload = payload[0] if payload else None
     if not isinstance(payload, dict):
         return payload
     if "error" in payload and payload["error"] is not None:
@@ -87,9 +90,8 @@ def _first_error(payload: Any) -> Any:
 
 def error_info(body: bytes) -> ErrorInfo:
     """The code, type, param and message of an error body, whatever its shape."""
-    try:
-        payload = json.loads(body) if body.strip() else None
-    except (ValueError, UnicodeDecodeError):
+    payload = loads(body) if body.strip() else None
+    if payload is None and body.strip():
         return ErrorInfo(message=body[:500].decode("utf-8", "replace"))
     err = _first_error(payload)
     if isinstance(err, str):
@@ -139,62 +141,73 @@ def endpoint_missing(status: int, info: ErrorInfo) -> bool:
 
 def judge(outcome: Outcome, now: float) -> Verdict:
     """The verdict for one attempt's outcome."""
-    hints = parse_hints(outcome.headers, outcome.body or None, now)
-    status = outcome.status
-    if outcome.failure and outcome.failure != "first-event":
+    status, failure = outcome.status, outcome.failure
+    if failure is not None and failure.transport:
         # A refused connection is a fact; a reset or a slow first byte may be a one-off.
-        strikes = 1 if outcome.failure in ("refused", "tls error") else 2
-        return Verdict(Action.NEXT_PROVIDER, outcome.failure,
-                       Cooldown(Scope.MODEL, after=strikes), hints)
-    info = error_info(outcome.body) if outcome.failure or status != 200 else ErrorInfo()
-    if outcome.failure == "first-event":
+        strikes = 1 if failure in (FailureKind.REFUSED, FailureKind.TLS) else 2
+        return Verdict(Action.NEXT_PROVIDER, Reason(failure.value),
+                       Cooldown(Scope.MODEL, after=strikes))
+    if 200 <= (status or 0) < 300 and failure is None and not (
+            outcome.body[:1] == b"{" and b'"error"' in outcome.body):
+        # The common case, read cheaply: an answer that cannot be an error in disguise.
+        return Verdict(Action.DELIVER, Reason.OK, hints=parse_hints(outcome.headers, None, now))
+    hints = parse_hints(outcome.headers, outcome.body or None, now)
+    info = error_info(outcome.body)
+    if failure is FailureKind.ERROR_EVENT:
         return _stream_error(info, hints)
-    assert status is not None
-    if status == 200 and outcome.body[:1] == b"{" and b'"error"' in outcome.body:
-        info = error_info(outcome.body)
+    if failure is not None:  # a 2xx whose stream was no stream, or no answer
         if endpoint_missing(200, info):
-            return Verdict(Action.SWITCH_PROTOCOL, "endpoint missing", hints=hints)
-        if isinstance(info.raw, dict) and not ({"choices", "output"} & info.raw.keys()):
+            return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
+        if _first_error(info.raw) is not info.raw:  # an error object, just not streamed
             return _stream_error(info, hints)
-    if 200 <= status < 300:
-        return Verdict(Action.DELIVER, str(status), hints=hints)
+        return Verdict(Action.NEXT_PROVIDER, Reason.BAD_STREAM, Cooldown(Scope.MODEL, after=2),
+                       hints)
+    assert status is not None
+    if 200 <= status < 300:  # a JSON answer that mentions "error"
+        if isinstance(info.raw, dict) and info.raw.get("error") is not None:
+            if endpoint_missing(200, info):
+                return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
+            if not ({"choices", "output"} & info.raw.keys()):
+                return _stream_error(info, hints)
+        return Verdict(Action.DELIVER, Reason.OK, hints=hints)
     if endpoint_missing(status, info):
-        return Verdict(Action.SWITCH_PROTOCOL, "endpoint missing", hints=hints)
+        return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
     if status in (401, 403):
         if outcome.client_key:
-            return Verdict(Action.PASS_THROUGH, "unauthorized", hints=hints)
-        return Verdict(Action.NEXT_KEY, "key refused", Cooldown(Scope.KEY, long=True), hints,
+            return Verdict(Action.PASS_THROUGH, Reason.UNAUTHORIZED, hints=hints)
+        return Verdict(Action.NEXT_KEY, Reason.KEY_REFUSED, Cooldown(Scope.KEY, long=True), hints,
                        no_retry=True)
     if status in (402, 429):
         if status == 429 and re.search(r"request too large", info.message, re.I):
-            return Verdict(Action.NEXT_PROVIDER, "too large", hints=hints)
+            return Verdict(Action.NEXT_PROVIDER, Reason.TOO_LARGE, hints=hints)
         # x-should-retry: false is the server saying waiting will not help. Gemini
         # says "quota" and "billing" for per-minute limits too: its quota ids decide.
         worded = _QUOTA.search(info.text) and b"QuotaFailure" not in outcome.body
         if status == 402 or hints.per_day or hints.should_retry is False or worded:
-            return Verdict(Action.NEXT_KEY, "quota", Cooldown(Scope.KEY, long=True), hints,
+            return Verdict(Action.NEXT_KEY, Reason.QUOTA, Cooldown(Scope.KEY, long=True), hints,
                            no_retry=True)
-        return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
+        return Verdict(Action.NEXT_KEY, Reason.RATE_LIMIT, Cooldown(Scope.KEY), hints)
     if status == 404 and _MODEL_MISSING.search(info.text):
-        return Verdict(Action.NEXT_PROVIDER, "model missing", Cooldown(Scope.MODEL, long=True),
-                       hints)
+        return Verdict(Action.NEXT_PROVIDER, Reason.MODEL_MISSING,
+                       Cooldown(Scope.MODEL, long=True), hints)
     if status in (503, 529):
-        return Verdict(Action.NEXT_PROVIDER, "overloaded", Cooldown(Scope.MODEL), hints)
+        return Verdict(Action.NEXT_PROVIDER, Reason.OVERLOADED, Cooldown(Scope.MODEL), hints)
     if status in (408, 409) or status >= 500:
         strikes = 1 if hints.wait is not None else 2
-        return Verdict(Action.NEXT_PROVIDER, "server error", Cooldown(Scope.MODEL, after=strikes),
-                       hints)
-    reason = "context length" if _CONTEXT.search(info.text) else "client error"
+        return Verdict(Action.NEXT_PROVIDER, Reason.SERVER_ERROR,
+                       Cooldown(Scope.MODEL, after=strikes), hints)
+    reason = Reason.CONTEXT_LENGTH if _CONTEXT.search(info.text) else Reason.CLIENT_ERROR
     return Verdict(Action.PASS_THROUGH, reason, hints=hints)
 
 
 def _stream_error(info: ErrorInfo, hints: Hints) -> Verdict:
     """An error that came with a 200: read its code like a status would be."""
     if info.type == "invalid_request_error" or _CONTEXT.search(info.text):
-        return Verdict(Action.PASS_THROUGH, "client error", hints=hints)
+        return Verdict(Action.PASS_THROUGH, Reason.CLIENT_ERROR, hints=hints)
     if hints.per_day or _QUOTA.search(info.text):
-        return Verdict(Action.NEXT_KEY, "quota", Cooldown(Scope.KEY, long=True), hints,
+        return Verdict(Action.NEXT_KEY, Reason.QUOTA, Cooldown(Scope.KEY, long=True), hints,
                        no_retry=True)
     if re.search(r"rate.?limit", info.text):
-        return Verdict(Action.NEXT_KEY, "rate limit", Cooldown(Scope.KEY), hints)
-    return Verdict(Action.NEXT_PROVIDER, "error event", Cooldown(Scope.MODEL, after=2), hints)
+        return Verdict(Action.NEXT_KEY, Reason.RATE_LIMIT, Cooldown(Scope.KEY), hints)
+    return Verdict(Action.NEXT_PROVIDER, Reason.ERROR_EVENT, Cooldown(Scope.MODEL, after=2),
+                   hints)

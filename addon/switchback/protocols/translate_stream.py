@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sse import Event, encode
-from .streams import RESPONSES, StreamShaper, event_type, passthrough
+from ..vocabulary import Protocol
+from .kinds import (DONE, RESPONSES_END, RESPONSES_ERROR, RESPONSES_PREAMBLE, event_type,
+                    is_done)
+from .shapers import BROKEN, StreamShaper, chat_error, passthrough
 from .translate_request import custom_input
 from .translate_response import (
     assistant_message,
@@ -119,7 +122,9 @@ class ChatToResponsesStream:
     def feed(self, event: Event) -> bytes:
         if self.complete:
             return b""
-        if event.data.strip() == "[DONE]":
+        if event.comment:  # keepalives keep the client's idle timers quiet in any protocol
+            return event.raw
+        if is_done(event):
             return self._end()
         payload = event.json()
         if not isinstance(payload, dict):
@@ -372,9 +377,6 @@ _DELTA_FIELDS = {
 _ARGUMENT_DELTAS = {"response.function_call_arguments.delta",
                     "response.custom_tool_call_input.delta"}
 _CALL_PAYLOAD = {"function_call": "arguments", "custom_tool_call": "input"}
-_STARTS = {"response.created", "response.in_progress", "response.queued"}
-_ENDS = {"response.completed", "response.incomplete"}
-_ERRORS = {"error", "response.failed"}
 
 
 @dataclass
@@ -402,16 +404,18 @@ class ResponsesToChatStream:
     def feed(self, event: Event) -> bytes:
         if self.complete:
             return b""
+        if event.comment:
+            return event.raw
         payload = event.json()
         if not isinstance(payload, dict):
             return b""
-        kind = event_type(event, payload)
-        if kind in _ERRORS:
+        kind = event_type(event)
+        if kind in RESPONSES_ERROR:
             # `error` events carry message/code; response.failed nests them.
             error = (payload.get("response") or {}).get("error") or payload
             return self._error(str(error.get("message") or "upstream stream failed"),
                                str(error.get("code") or "upstream_error"))
-        if kind in _STARTS:
+        if kind in RESPONSES_PREAMBLE:
             return self._on_start(payload.get("response") or {})
         if kind in _DELTA_FIELDS:
             return self._on_text(_DELTA_FIELDS[kind], payload)
@@ -423,7 +427,7 @@ class ResponsesToChatStream:
             return self._on_item_added(payload)
         if kind == "response.output_item.done":
             return self._on_item_done(payload)
-        if kind in _ENDS:
+        if kind in RESPONSES_END:
             return self._on_end(payload.get("response") or {})
         return b""
 
@@ -432,7 +436,7 @@ class ResponsesToChatStream:
             "upstream stream ended before response.completed")
 
     def fail(self, message: str) -> bytes:
-        return b"" if self.complete else self._error(message, "switchback_stream_broken")
+        return b"" if self.complete else self._error(message, BROKEN)
 
     # chunks
 
@@ -511,19 +515,18 @@ class ResponsesToChatStream:
         if self._usage_wanted and usage:
             out += self._chunk([], usage=usage)
         self.complete = True
-        return out + encode("[DONE]")
+        return out + encode(DONE)
 
     def _error(self, message: str, code: str) -> bytes:
         self.complete = True
-        return encode({"error": {"message": message, "type": "server_error", "code": code}}) \
-            + encode("[DONE]")
+        return chat_error(message, code)
 
 
-def shaper(upstream_protocol: str, client_protocol: str, request: dict,
+def shaper(upstream_protocol: Protocol, client_protocol: Protocol, request: dict,
            response_id: str) -> StreamShaper:
     """The shaper that turns an upstream stream into what the client speaks."""
     if upstream_protocol == client_protocol:
         return passthrough(client_protocol)
-    if client_protocol == RESPONSES:
+    if client_protocol is Protocol.RESPONSES:
         return ChatToResponsesStream(request, response_id)
     return ResponsesToChatStream(request)

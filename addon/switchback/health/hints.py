@@ -9,13 +9,14 @@ back to its own backoff.
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from ..jsonsafe import loads
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,7 @@ def _errors(body: bytes | None) -> list[dict[str, Any]]:
     """The error objects of a JSON error body: `{"error": {...}}` or a list of those (Gemini)."""
     if not body:
         return []
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return []
+    data = loads(body)
     items = data if isinstance(data, list) else [data]
     return [
         e for item in items if isinstance(item, dict) and isinstance(e := item.get("error"), dict)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .streams import CHAT
+from ..vocabulary import Protocol
 from .translate_request import custom_input, input_messages, text_of
 
 # ------------------------------------------------------------------ shared pieces
@@ -277,10 +277,10 @@ def history_message(message: dict) -> dict:
     return out
 
 
-def reply_message(body: dict, protocol: str) -> dict:
+def reply_message(body: dict, protocol: Protocol) -> dict:
     """The assistant chat message of a reply in either protocol, for the
     `previous_response_id` history."""
-    if protocol == CHAT:
+    if protocol is Protocol.CHAT:
         return history_message((body.get("choices") or [{}])[0].get("message") or {})
     messages = input_messages(body.get("output") or [], [])
     return history_message(messages[0] if messages else {})

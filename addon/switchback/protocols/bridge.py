@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .streams import CHAT, RESPONSES, StreamShaper
+from ..jsonsafe import loads
+from ..vocabulary import Protocol
+from .shapers import StreamShaper
 from .translate_request import chat_to_responses, responses_to_chat
 from .translate_response import (chat_to_responses_response, reply_message,
                                  responses_to_chat_response)
@@ -42,8 +44,8 @@ class UnknownResponseId(Exception):
 
 @dataclass
 class Bridge:
-    client: str  # the protocol the client speaks
-    upstream: str  # the protocol this attempt sends
+    client: Protocol  # the protocol the client speaks
+    upstream: Protocol  # the protocol this attempt sends
     request: dict[str, Any]  # the client's own body
     raw: bytes  # ... and its bytes
     response_id: str = field(default_factory=lambda: "resp_" + secrets.token_hex(16))
@@ -60,7 +62,7 @@ class Bridge:
             if model == self.request.get("model"):
                 return self.raw
             return json.dumps({**self.request, "model": model}).encode()
-        if self.client == RESPONSES:
+        if self.client is Protocol.RESPONSES:
             previous = self.request.get("previous_response_id")
             earlier = history(previous) if previous else None
             if previous and earlier is None:
@@ -74,13 +76,17 @@ class Bridge:
 
     def answer(self, body: bytes) -> tuple[bytes, list[dict] | None]:
         """A successful whole answer in the client's protocol, and the history
-        to remember under `response_id` (None when there is none)."""
+        to remember under `response_id` (None when there is none). ValueError
+        when the answer is not JSON to translate."""
         if not self.translating:
             return body, None
-        upstream = json.loads(body)
-        if self.client == RESPONSES:
+        upstream = loads(body)
+        if not isinstance(upstream, dict):
+            raise ValueError("the upstream answer is not a JSON object")
+        if self.client is Protocol.RESPONSES:
             translated = chat_to_responses_response(upstream, self.request, self.response_id)
-            return json.dumps(translated).encode(), self.history(reply_message(upstream, CHAT))
+            return (json.dumps(translated).encode(),
+                    self.history(reply_message(upstream, Protocol.CHAT)))
         return json.dumps(responses_to_chat_response(upstream, self.request)).encode(), None
 
     def shaper(self) -> StreamShaper:
@@ -89,10 +95,7 @@ class Bridge:
     def history(self, reply: dict | None) -> list[dict] | None:
         """What a later `previous_response_id` must replay: the messages sent
         and the reply produced (only for Responses clients on chat upstreams)."""
-        if self.client != RESPONSES or self.upstream != CHAT or reply is None:
+        if self.client is not Protocol.RESPONSES or self.upstream is not Protocol.CHAT \
+                or reply is None:
             return None
         return [*self.sent_messages, reply]
-
-
-def other(protocol: str) -> str:
-    return RESPONSES if protocol == CHAT else CHAT

@@ -13,15 +13,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..vocabulary import Reason
 from .state import Cooling
 from .verdict import Outcome, Verdict, error_info
 
 RETRY_AFTER_CAP = 60.0  # SDKs ignore longer retry-after values and guess instead
 JSON = ("content-type", "application/json")
 WAIT_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
-_TELLING = {"quota": 0, "key refused": 1, "rate limit": 2, "overloaded": 3, "server error": 4,
-            "model missing": 5, "error event": 6, "too large": 7}
-_RATE_REASONS = {"rate limit", "quota", "key refused", "remaining 0"}
+_TELLING = {reason: rank for rank, reason in enumerate((
+    Reason.QUOTA, Reason.KEY_REFUSED, Reason.RATE_LIMIT, Reason.OVERLOADED, Reason.SERVER_ERROR,
+    Reason.MODEL_MISSING, Reason.ERROR_EVENT, Reason.TOO_LARGE, Reason.BAD_STREAM))}
+_RATE_REASONS = {Reason.RATE_LIMIT, Reason.QUOTA, Reason.KEY_REFUSED, Reason.REMAINING_ZERO}
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,16 @@ def error_body(message: str, kind: str, code: str) -> bytes:
 
 def _from_failure(best: Failure) -> tuple[int, list[tuple[str, str]], bytes]:
     verdict, outcome = best.verdict, best.outcome
-    rate = verdict.reason in ("rate limit", "quota")
+    rate = verdict.reason in (Reason.RATE_LIMIT, Reason.QUOTA)
     code = f"upstream_{verdict.reason.replace(' ', '_')}"
     if outcome.status is None:
         message = f"Switchback: every candidate failed; the last one: {verdict.reason}"
-        return 504 if verdict.reason == "timeout" else 502, [JSON], \
+        return 504 if verdict.reason is Reason.TIMEOUT else 502, [JSON], \
             error_body(message, "server_error", code)
-    if outcome.failure == "first-event":
+    if outcome.failure is not None:  # a stream that failed at its head, or was none
         info = error_info(outcome.body)
         return 429 if rate else 502, [JSON], error_body(
-            info.message or info.code or "upstream stream error",
+            info.message or info.code or f"upstream {outcome.failure}",
             "rate_limit_error" if rate else "server_error", code)
     return outcome.status, list(best.headers), outcome.body
 

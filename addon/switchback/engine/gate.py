@@ -1,0 +1,68 @@
+"""The first-chunk gate: hold a stream's head until it shows success or failure.
+
+Nothing of an attempt may reach the client before the gate commits, so a
+failure at the head of a stream can still move on to another candidate.
+`Head` is the pure part: it holds every event it is given — a decision in
+the middle of a network read keeps the rest of that read, which is the
+stream's next bytes — and remembers the first event that decided.
+`read_head` feeds it from the upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from ..protocols.kinds import Signal, classify
+from ..protocols.sse import Event, SseParser
+from ..vocabulary import FailureKind, Protocol
+
+_FAILURES = {Signal.ERROR: FailureKind.ERROR_EVENT, Signal.MALFORMED: FailureKind.MALFORMED,
+             Signal.HOLD: FailureKind.NO_ANSWER}
+
+
+class Head:
+    """The held head of one stream and what it showed."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.held: list[Event] = []
+        self.signal = Signal.HOLD
+        self.culprit: Event | None = None  # the event that decided
+
+    def take(self, events: Iterable[Event]) -> bool:
+        """Hold `events`; True once the head has decided."""
+        for event in events:
+            self.held.append(event)
+            if self.signal is Signal.HOLD:
+                signal = classify(self.protocol, event)
+                if signal is not Signal.HOLD:
+                    self.signal, self.culprit = signal, event
+        return self.signal is not Signal.HOLD
+
+    @property
+    def failure(self) -> FailureKind | None:
+        """None when the stream may be committed; else why it failed (a head
+        still undecided when the stream ended had no answer)."""
+        if self.signal in (Signal.CONTENT, Signal.END):
+            return None
+        return _FAILURES[self.signal]
+
+    def raw(self) -> bytes:
+        return b"".join(event.raw for event in self.held)
+
+
+async def read_head(chunks: AsyncIterator[bytes], parser: SseParser, head: Head,
+                    first_event: Callable[[], None]) -> Head:
+    """Read until `head` decides or the stream ends; `first_event` is called
+    once, when the first block arrives. SSE errors (an oversized event) and
+    transport errors propagate."""
+    async for chunk in chunks:
+        events = parser.feed(chunk)
+        if events and not head.held:
+            first_event()
+        if head.take(events):
+            return head
+    tail = parser.close()
+    if tail is not None:
+        head.take([tail])
+    return head

@@ -1,0 +1,2 @@
+"""Provider health: rate-limit hints, verdicts on answers, cooldown policy,
+the state that remembers them, and the answer when everything is spent."""

@@ -1,0 +1,99 @@
+"""What one upstream SSE event means, per protocol: the first-chunk gate's
+reading of a stream's head, and the event types both protocols' shapers and
+translators agree on.
+
+The gate commits only on events that show the answer has started — content,
+a tool call, a refusal, reasoning, or a clean end. Everything else before
+that (lifecycle events, comments, pings, types this code has never heard of)
+is held: an unknown event says nothing about success, and committing on it
+would let a failure right behind it reach the client.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from ..vocabulary import Protocol
+from .sse import Event
+
+
+class Signal(enum.Enum):
+    HOLD = "hold"  # says nothing about success yet: keep holding
+    CONTENT = "content"  # the answer has started: commit
+    END = "end"  # a clean terminal event: commit what is held
+    ERROR = "error"  # the answer failed: try the next candidate
+    MALFORMED = "malformed"  # not this protocol at all: try the next candidate
+
+
+RESPONSES_PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued"})
+RESPONSES_END = frozenset({"response.completed", "response.incomplete"})
+RESPONSES_ERROR = frozenset({"error", "response.failed"})
+RESPONSES_TERMINAL = RESPONSES_END | RESPONSES_ERROR
+# Families of events that carry the answer itself. Built-in tool events
+# (web search, code interpreter, …) always follow an output_item.added.
+_RESPONSES_ANSWER = ("response.output_item.", "response.content_part.", "response.output_text.",
+                     "response.refusal.", "response.function_call_arguments.",
+                     "response.custom_tool_call_input.", "response.reasoning", "response.audio.")
+_CHAT_ANSWER_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning",
+                       "function_call", "audio")
+DONE = "[DONE]"
+_FINISHED = re.compile(r'"finish_reason"\s*:\s*"')
+
+
+def is_done(event: Event) -> bool:
+    """A chat stream's `data: [DONE]`."""
+    return event.data is not None and event.data.strip() == DONE
+
+
+def chat_finished(event: Event) -> bool:
+    """A chat chunk with a finish_reason — read without parsing the JSON."""
+    return event.data is not None and _FINISHED.search(event.data) is not None
+
+
+def event_type(event: Event) -> str | None:
+    """A Responses event's type: its SSE name, else the `type` in its data."""
+    if event.name:
+        return event.name
+    payload = event.json()
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def classify(protocol: Protocol, event: Event) -> Signal:
+    """Read one event at the head of a stream."""
+    if event.data is None:  # a comment, keepalive or a name without data
+        return Signal.ERROR if event.name == "error" else Signal.HOLD
+    if protocol is Protocol.CHAT:
+        return _chat(event)
+    return _responses(event)
+
+
+def _chat(event: Event) -> Signal:
+    if is_done(event):
+        return Signal.END
+    payload = event.json()
+    if not isinstance(payload, dict):
+        return Signal.MALFORMED
+    if event.name == "error" or payload.get("error") is not None:
+        return Signal.ERROR
+    choices = payload.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and (choice.get("finish_reason") or any(
+                delta.get(field) for field in _CHAT_ANSWER_FIELDS)):
+            return Signal.CONTENT
+    return Signal.HOLD  # the role chunk, a usage chunk, something new
+
+
+def _responses(event: Event) -> Signal:
+    if not isinstance(event.json(), dict):
+        return Signal.MALFORMED
+    kind = event_type(event)
+    if kind in RESPONSES_ERROR:
+        return Signal.ERROR
+    if kind in RESPONSES_END:
+        return Signal.END
+    if kind is not None and kind.startswith(_RESPONSES_ANSWER):
+        return Signal.CONTENT
+    return Signal.HOLD  # created, in_progress, ping, anything unknown

@@ -1,0 +1,112 @@
+"""What a committed stream looks like to the client, event by event.
+
+Every stream the relay delivers goes through a `StreamShaper`: it turns each
+upstream event into the bytes the client receives, and knows how to end the
+stream properly when the upstream breaks after commit. The pass-through
+shapers here forward every block untouched — events, comments and unknown
+types alike — and read as little as they can: a name, a marker, no JSON
+until a break needs it. The protocol translators implement the same
+interface. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol as Interface
+
+from ..vocabulary import Protocol
+from .kinds import (DONE, RESPONSES_PREAMBLE, RESPONSES_TERMINAL, chat_finished, event_type,
+                    is_done)
+from .sse import Event, encode
+
+BROKEN = "switchback_stream_broken"  # the error code of a stream closed by Switchback
+
+
+class StreamShaper(Interface):
+    """Shapes one upstream stream for the client; one instance per stream."""
+
+    @property
+    def complete(self) -> bool:
+        """True once the upstream sent its terminal event."""
+
+    def feed(self, event: Event) -> bytes:
+        """Bytes for the client for one upstream event (may be empty)."""
+
+    def finish(self) -> bytes:
+        """Closing bytes when the upstream ended; a stream that ended without
+        its terminal event is closed as failed."""
+
+    def fail(self, message: str) -> bytes:
+        """Closing bytes when the upstream broke after commit."""
+
+
+def chat_error(message: str, code: str = BROKEN) -> bytes:
+    """How a chat stream ends in failure: an error chunk, then `[DONE]` so SDKs stop."""
+    return encode({"error": {"message": message, "type": "server_error", "code": code}}) \
+        + encode(DONE)
+
+
+class ChatPassthrough:
+    """A chat/completions stream forwarded as is."""
+
+    def __init__(self) -> None:
+        self.complete = False
+        self._finished = False
+
+    def feed(self, event: Event) -> bytes:
+        if is_done(event):
+            self.complete = True
+        elif not self._finished:
+            self._finished = chat_finished(event)
+        return event.raw
+
+    def finish(self) -> bytes:
+        if self.complete or self._finished:
+            return b""
+        return self.fail("upstream stream ended before the answer was complete")
+
+    def fail(self, message: str) -> bytes:
+        self.complete = True
+        return chat_error(message)
+
+
+class ResponsesPassthrough:
+    """A Responses stream forwarded as is; a break ends it with
+    `response.failed` carrying the same response id and the next sequence
+    number — read from the events only then."""
+
+    def __init__(self) -> None:
+        self.complete = False
+        self._last: Event | None = None  # the latest event with data
+        self._started: Event | None = None  # the latest created/in_progress event
+
+    def feed(self, event: Event) -> bytes:
+        if event.data is not None:
+            self._last = event
+            kind = event_type(event)
+            if kind in RESPONSES_TERMINAL:
+                self.complete = True
+            elif kind in RESPONSES_PREAMBLE:
+                self._started = event
+        return event.raw
+
+    def finish(self) -> bytes:
+        if self.complete:
+            return b""
+        return self.fail("upstream stream ended before response.completed")
+
+    def fail(self, message: str) -> bytes:
+        self.complete = True
+        last = self._last.json() if self._last is not None else None
+        sequence = last.get("sequence_number") if isinstance(last, dict) else None
+        started = self._started.json() if self._started is not None else None
+        response: dict[str, Any] = dict(started.get("response") or {}) \
+            if isinstance(started, dict) and isinstance(started.get("response"), dict) else {}
+        response = response or {"id": "resp_switchback", "object": "response"}
+        response.update(status="failed", error={"code": "server_error", "message": message})
+        return encode({"type": "response.failed",
+                       "sequence_number": sequence + 1 if isinstance(sequence, int) else 0,
+                       "response": response}, "response.failed")
+
+
+def passthrough(protocol: Protocol) -> StreamShaper:
+    return ChatPassthrough() if protocol is Protocol.CHAT else ResponsesPassthrough()

@@ -1,0 +1,125 @@
+"""Incremental Server-Sent Events parsing, linear in the bytes fed.
+
+Upstream bytes arrive in arbitrary network chunks: an event may be split
+across chunks, or several may share one. `SseParser.feed` returns every
+complete block — events, comments and keepalives alike — and keeps the rest,
+searching only the bytes it has not searched before, so one huge event costs
+what its size costs and no more. Every block keeps its raw bytes: a
+pass-through stream is the concatenation of its blocks' raw bytes, exactly
+what the provider sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..jsonsafe import loads
+
+MAX_EVENT = 32 << 20  # one event this large is not a stream anybody means to send
+# A blank line: two line ends in a row, where a line ends in CRLF, LF or CR
+# (a CR followed by LF is one line end, never two).
+_BOUNDARY = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+_LINE = re.compile(r"\r\n|\n|\r")
+_OVERLAP = 3  # a boundary is at most 4 bytes: rescan this much of what was searched
+_BOM = b"\xef\xbb\xbf"
+
+
+class EventTooLarge(ValueError):
+    """One event grew past the parser's limit without ending."""
+
+
+class Event:
+    """One SSE block: its `event:` name and joined `data:` lines (None when
+    absent: a comment or keepalive has neither) and the bytes it came from,
+    its blank line included."""
+
+    __slots__ = ("name", "data", "raw", "_json")
+
+    def __init__(self, name: str | None, data: str | None, raw: bytes) -> None:
+        self.name, self.data, self.raw = name, data, raw
+        self._json: Any = _UNPARSED
+
+    def __repr__(self) -> str:
+        return f"Event({self.name!r}, {self.data!r})"
+
+    @property
+    def comment(self) -> bool:
+        """A comment, keepalive or empty block: nothing for a client's parser."""
+        return self.name is None and self.data is None
+
+    def json(self) -> Any:
+        """The data as JSON (parsed once), or None when it is not JSON."""
+        if self._json is _UNPARSED:
+            self._json = None if self.data is None else loads(self.data)
+        return self._json
+
+
+_UNPARSED = object()
+
+
+def parse_block(raw: bytes, size: int | None = None) -> Event:
+    """One block from its raw bytes; `size` leaves out its trailing blank line."""
+    name: str | None = None
+    data: list[str] = []
+    for line in _LINE.split(raw[:size].decode("utf-8", errors="replace")):
+        if not line or line[0] == ":":
+            continue
+        field, _, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+    return Event(name, "\n".join(data) if data else None, raw)
+
+
+class SseParser:
+    """Feed bytes, get complete blocks back."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._buffer = bytearray()
+        self._searched = 0  # bytes of the buffer already searched for a boundary
+        self._limit = MAX_EVENT if limit is None else limit
+        self._started = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        buffer = self._buffer
+        buffer += chunk
+        events: list[Event] = []
+        start = 0
+        position = max(0, self._searched - _OVERLAP)
+        while (match := _BOUNDARY.search(buffer, position)) is not None:
+            end = match.end()
+            events.append(self._block(bytes(buffer[start:end]), match.start() - start))
+            start = position = end
+        if start:
+            del buffer[:start]
+        self._searched = len(buffer)
+        if len(buffer) > self._limit:
+            raise EventTooLarge(f"an event grew past {self._limit} bytes without ending")
+        return events
+
+    def close(self) -> Event | None:
+        """The bytes left when the stream ended, as a final block (None if none)."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._searched = 0
+        return self._block(rest, None) if rest else None
+
+    def _block(self, raw: bytes, size: int | None) -> Event:
+        if not self._started:
+            self._started = True
+            if raw.startswith(_BOM):  # a leading byte order mark is not part of the first line
+                event = parse_block(raw[len(_BOM):], None if size is None else size - len(_BOM))
+                return Event(event.name, event.data, raw)
+        return parse_block(raw, size)
+
+
+def encode(data: Any, name: str | None = None) -> bytes:
+    """Serialise one event; `data` is JSON-encoded unless already a string."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {text}\n\n".encode()

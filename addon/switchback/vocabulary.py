@@ -1,0 +1,87 @@
+"""The words modules agree on, defined once.
+
+Protocol names, the ways an attempt can fail before it has an answer to
+judge, and the reasons a verdict gives. Trails, metrics labels, cooldown
+reasons and the exhaustion ranking all use these members, so rewording one
+here rewords it everywhere and a typo is an AttributeError, not a silent
+mismatch.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Protocol(enum.StrEnum):
+    """What a client or an upstream speaks."""
+
+    CHAT = "chat"  # /chat/completions
+    RESPONSES = "responses"  # /responses
+
+    @property
+    def other(self) -> Protocol:
+        return Protocol.RESPONSES if self is Protocol.CHAT else Protocol.CHAT
+
+    @property
+    def path(self) -> str:
+        """The endpoint under a provider's base URL."""
+        return ENDPOINTS[self]
+
+
+ENDPOINTS = {Protocol.CHAT: "/chat/completions", Protocol.RESPONSES: "/responses"}
+AUTO = "auto"  # a provider setting: probe, and switch when the endpoint is missing
+PROVIDER_PROTOCOLS = (AUTO, Protocol.CHAT.value, Protocol.RESPONSES.value)
+
+
+class FailureKind(enum.StrEnum):
+    """Why an attempt has no answer of its own to judge (or a stream none
+    worth delivering). The value is what the trail says."""
+
+    REFUSED = "refused"
+    TLS = "tls error"
+    RESET = "reset"
+    TIMEOUT = "timeout"
+    ERROR_EVENT = "error event"  # a stream whose head was an error
+    NOT_A_STREAM = "not a stream"  # a 2xx that is not SSE, for a stream request
+    NO_ANSWER = "stream ended before an answer"
+    MALFORMED = "malformed stream"
+    TOO_LARGE = "event too large"
+
+    @property
+    def transport(self) -> bool:
+        """No answer came at all: nothing upstream to read hints from."""
+        return self in (FailureKind.REFUSED, FailureKind.TLS, FailureKind.RESET,
+                        FailureKind.TIMEOUT)
+
+
+class Reason(enum.StrEnum):
+    """What a verdict says about an answer, in the trail's words."""
+
+    OK = "ok"
+    ENDPOINT_MISSING = "endpoint missing"
+    UNAUTHORIZED = "unauthorized"  # the client's own key: its business
+    KEY_REFUSED = "key refused"  # a configured key
+    QUOTA = "quota"
+    RATE_LIMIT = "rate limit"
+    TOO_LARGE = "too large"
+    MODEL_MISSING = "model missing"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server error"
+    ERROR_EVENT = "error event"
+    BAD_STREAM = "bad stream"  # not SSE, malformed, no answer, oversized event
+    CONTEXT_LENGTH = "context length"
+    CLIENT_ERROR = "client error"
+    UNKNOWN_RESPONSE = "unknown response"  # previous_response_id this candidate cannot continue
+    REMAINING_ZERO = "remaining 0"  # a success that emptied its bucket
+    REFUSED = FailureKind.REFUSED.value
+    TLS = FailureKind.TLS.value
+    RESET = FailureKind.RESET.value
+    TIMEOUT = FailureKind.TIMEOUT.value
+
+
+class CallOutcome(enum.StrEnum):
+    """How a whole call ended, for the log line and metrics."""
+
+    OK = "ok"
+    PASSED_THROUGH = "passed through"  # a client error, as the upstream said it
+    EXHAUSTED = "exhausted"  # every candidate failed or is cooling
