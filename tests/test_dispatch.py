@@ -64,7 +64,7 @@ def calling(server: LoopServer, d: Dispatcher, path: str = "/chat/completions",
 async def body_of(result: Result) -> bytes:
     assert isinstance(result.delivery, Committed)
     try:
-        return b"".join([chunk async for chunk in result.delivery.body])
+        return result.delivery.first + b"".join([chunk async for chunk in result.delivery.rest])
     finally:
         await result.delivery.aclose()
 

@@ -13,7 +13,8 @@ class Upstream:
     """Stands in for an upstream stream: counts closes, yields on demand."""
 
     def __init__(self, chunks: list[bytes], pause: float = 0.0) -> None:
-        self.chunks, self.pause, self.closed = chunks, pause, 0
+        self.first, *self.chunks = chunks
+        self.pause, self.closed = pause, 0
         self.finished = False
 
     async def body(self):
@@ -26,7 +27,8 @@ class Upstream:
         self.closed += 1
 
     def committed(self) -> Committed:
-        return Committed(200, [("content-type", "text/event-stream")], self.body(), self.close)
+        return Committed(200, [("content-type", "text/event-stream")], self.first, self.body(),
+                         self.close)
 
 
 def request(token: str) -> bytes:

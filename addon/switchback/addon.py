@@ -9,7 +9,6 @@ and by default hosts that are not LLM providers are not even TLS-intercepted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +19,6 @@ from urllib.parse import urlsplit
 from mitmproxy import command, connection, ctx, exceptions, flow, http, tls
 
 from .config import Config, ConfigError, load_config
-from .engine.delivery import Committed
 from .engine.dispatch import Answer, AttemptRecord, Dispatcher, Result
 from .engine.headers import masked
 from .engine.relay import Relay
@@ -38,7 +36,7 @@ logger = logging.getLogger(__name__)
 # pure cost when mitmproxy logs at debug level.
 for _name in ("aiohttp",):
     logging.getLogger(_name).setLevel(logging.WARNING)
-RELAYED = "switchback_relayed_from"  # flow.metadata key: (client URL, client body, token)
+RELAYED = "switchback_relayed"  # flow.metadata key: the relay token and what the client sent
 SWITCHED, FAILED_OVER = ":arrows_counterclockwise:", ":twisted_rightwards_arrows:"
 HANGUP_POLL = 0.25  # seconds between looks at whether the client is still there
 
@@ -46,6 +44,33 @@ HANGUP_POLL = 0.25  # seconds between looks at whether the client is still there
 def client_gone(client: connection.Client) -> bool:
     """The client closed (or lost) its connection: nobody waits for the answer."""
     return not client.state & connection.ConnectionState.CAN_READ
+
+
+@dataclasses.dataclass
+class Relayed:
+    """A flow pointed at the relay: its token, and the request the client
+    sent, put back for display once the relay answers."""
+
+    token: str
+    sent: tuple
+
+    @classmethod
+    def point(cls, request: http.Request, port: int, token: str) -> Relayed:
+        """Point `request` at the relay — no body, no client headers: the relay
+        needs neither — and keep what it was. Set on `request.data` directly:
+        the URL setter would parse and check again what is known here."""
+        data = request.data
+        relayed = cls(token, (data.scheme, data.host, data.port, data.path, data.headers,
+                              data.content))
+        data.scheme, data.host, data.port = b"http", "127.0.0.1", port
+        data.path = f"/{token}".encode()
+        data.headers = http.Headers(host=f"127.0.0.1:{port}", content_length="0")
+        data.content = b""
+        return relayed
+
+    def restore(self, request: http.Request) -> None:
+        data = request.data
+        data.scheme, data.host, data.port, data.path, data.headers, data.content = self.sent
 
 
 class Switchback:
@@ -149,20 +174,21 @@ class Switchback:
         if result is None:  # the client hung up; nobody is left to answer
             flow.kill()
             return
-        self.metrics.observe(result)
-        self._show(flow, call, result, time.monotonic() - started)
+        # Reported once the answer is on its way: none of it is on the client's clock.
+        asyncio.get_running_loop().call_soon(self._report, flow, call, result,
+                                             time.monotonic() - started)
+        # Switchback made the upstream calls; what mitmproxy still sends goes to
+        # our relay at most. So the flow can show fingerprints instead of keys.
+        for name, value in masked(flow.request.headers.items(multi=True)):
+            if name.lower() in CREDENTIAL_HEADERS:
+                flow.request.headers[name] = value
         delivery = result.delivery
         if isinstance(delivery, Answer):
             flow.response = http.Response.make(delivery.status, delivery.body, http.Headers(
                 [(k.encode(), v.encode()) for k, v in delivery.headers]))
             return
-        # The relay needs no body; sending none keeps its framing simple. Both
-        # are put back for display once the relay answers.
         token = self.relay.park(delivery)
-        flow.metadata[RELAYED] = (flow.request.url, flow.request.content, token)
-        flow.request.headers.pop("transfer-encoding", None)
-        flow.request.content = b""
-        flow.request.url = self.relay.url(token)
+        flow.metadata[RELAYED] = Relayed.point(flow.request, self.relay.port, token)
         flow.server_conn.via = None  # the relay is local even in upstream-proxy mode
 
     def _recognise(self, flow: http.HTTPFlow) -> LlmCall | None:
@@ -185,42 +211,51 @@ class Switchback:
 
     async def _dispatch(self, flow: http.HTTPFlow, call: LlmCall) -> Result | None:
         """Run the call, but stop — closing every upstream — as soon as the
-        client is gone; None then."""
+        client is gone; None then. A timer looks now and then; no extra task."""
         assert self.dispatcher is not None
-        task = asyncio.ensure_future(self.dispatcher.run(call))
-        while not (await asyncio.wait({task}, timeout=HANGUP_POLL))[0]:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+        gone = False
+
+        def look() -> None:
+            nonlocal gone, timer
             if client_gone(flow.client_conn):
+                gone = True
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    result = await task
-                    if isinstance(result.delivery, Committed):  # it finished meanwhile
-                        await result.delivery.aclose()
-                logger.info(f"switchback: {call.protocol} {call.model} → client gone "
-                            "before the answer; its attempts were cancelled")
-                return None
-        return task.result()
+            else:
+                timer = loop.call_later(HANGUP_POLL, look)
+
+        timer = loop.call_later(HANGUP_POLL, look)
+        try:
+            return await self.dispatcher.run(call)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # our own cancel, not mitmproxy's: the hook ends normally
+            logger.info(f"switchback: {call.protocol} {call.model} → client gone before "
+                        "the answer; its attempts were cancelled")
+            return None
+        finally:
+            timer.cancel()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         relayed = flow.metadata.get(RELAYED)
         if relayed and flow.response is not None:
             flow.response.stream = True
-            flow.request.url, flow.request.content, _ = relayed  # what the client sent
+            relayed.restore(flow.request)
 
     async def error(self, flow: http.HTTPFlow) -> None:
         """A relayed flow that died before the relay answered: close its stream now."""
         relayed = flow.metadata.get(RELAYED)
         if relayed:
-            await self.relay.discard(relayed[2])
+            await self.relay.discard(relayed.token)
 
-    def _show(self, flow: http.HTTPFlow, call: LlmCall, result: Result, seconds: float) -> None:
-        """The trail in the flow comment and the log; in mitmweb, each attempt
-        as its own flow linked to the client's."""
+    def _report(self, flow: http.HTTPFlow, call: LlmCall, result: Result,
+                seconds: float) -> None:
+        """Metrics; the trail in the flow comment and the log; in mitmweb, each
+        attempt as its own flow linked to the client's."""
+        self.metrics.observe(result)
         flow.comment = str(result.trail)
-        # Switchback made the upstream calls; what mitmproxy still sends goes to
-        # our relay at most. So the flow can show fingerprints instead of keys.
-        for name, value in masked(flow.request.headers.items(multi=True)):
-            if name.lower() in CREDENTIAL_HEADERS:
-                flow.request.headers[name] = value
         flow.metadata["switchback"] = {"trail": str(result.trail),
                                        "outcome": result.outcome.value,
                                        "attempts": len(result.attempts)}

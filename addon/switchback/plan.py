@@ -49,13 +49,19 @@ class Candidate:
                        other_url=self.url)
 
 
-def endpoint(call: LlmCall, provider: Provider, protocol: Protocol) -> str:
-    """Where `protocol` lives on `provider`. On the provider the client
-    addressed, its own URL (query string included) with the endpoint swapped."""
+def endpoints(call: LlmCall, provider: Provider, protocol: Protocol) -> tuple[str, str]:
+    """Where `protocol`, and the other one, live on `provider`. On the provider
+    the client addressed: its own URL (query string included), the endpoint
+    swapped for the other."""
     if provider.name != call.provider.name:
-        return provider.base_url + protocol.path
-    parts = urlsplit(call.url)
-    return urlunsplit(parts._replace(path=provider.path + protocol.path))
+        return provider.base_url + protocol.path, provider.base_url + protocol.other.path
+    if protocol is call.protocol:
+        return call.url, _swap(call.url, provider.path + protocol.other.path)
+    return _swap(call.url, provider.path + protocol.path), call.url
+
+
+def _swap(url: str, path: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=path))
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ def plan(call: LlmCall, config: Config, table: ProviderTable,
               for t in config.fallbacks_for(call.model)]
     for provider, model in steps:
         protocol = provider.fixed or remembered(provider, model) or call.protocol
-        url, other_url = endpoint(call, provider, protocol), endpoint(call, provider, protocol.other)
+        url, other_url = endpoints(call, provider, protocol)
         if provider.keys:
             for key in key_order(provider, provider.keys):
                 candidates.append(Candidate(provider, model, key, fingerprint(key), protocol,

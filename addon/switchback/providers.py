@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from .vocabulary import AUTO, ENDPOINTS, Protocol
@@ -26,14 +27,14 @@ class Provider:
         """The protocol it is configured to speak; None when probed (auto)."""
         return None if self.protocol == AUTO else Protocol(self.protocol)
 
-    @property
+    @cached_property
     def origin(self) -> tuple[str, str, int]:
         """(scheme, host, port): the client's own key may go only here."""
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return parts.scheme, (parts.hostname or "").lower(), port
 
-    @property
+    @cached_property
     def path(self) -> str:
         return urlsplit(self.base_url).path.rstrip("/")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .jsonsafe import loads
@@ -33,6 +34,7 @@ class LlmCall:
     credential: str | None = field(repr=False)  # the client's own key, if any
 
 
+@lru_cache(maxsize=4096)
 def fingerprint(secret: str) -> str:
     """A short, stable, non-reversible name for a key: safe to log."""
     return "#" + hashlib.sha256(secret.encode()).hexdigest()[:6]

@@ -10,6 +10,7 @@ call's own credential — with its fingerprint.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from .recognise import fingerprint
 
@@ -25,13 +26,15 @@ class Redactor:
 
     def including(self, secret: str | None) -> Redactor:
         """This redactor plus one more secret (a call's own credential)."""
-        if not secret or len(secret) < MIN_SECRET or any(s == secret.encode()
-                                                         for s, _ in self._pairs):
+        if not secret or len(secret) < MIN_SECRET:
             return self
+        return self._including(secret)
+
+    @lru_cache(maxsize=1024)  # clients reuse their keys: build each wider redactor once
+    def _including(self, secret: str) -> Redactor:
         wider = Redactor()
-        wider._pairs = tuple(sorted((*self._pairs, (secret.encode(),
-                                                    f"<key {fingerprint(secret)}>".encode())),
-                                    key=lambda pair: len(pair[0]), reverse=True))
+        pairs = {*self._pairs, (secret.encode(), f"<key {fingerprint(secret)}>".encode())}
+        wider._pairs = tuple(sorted(pairs, key=lambda pair: len(pair[0]), reverse=True))
         return wider
 
     def bytes(self, data: bytes) -> bytes:

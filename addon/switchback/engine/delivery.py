@@ -1,11 +1,11 @@
 """A committed stream on its way to the client.
 
-The held head goes first, then every upstream read as it comes, shaped
-into the client's protocol and cleared of secrets: all complete events of a
-read in one piece, so the client gets one write per network read. When the
-upstream breaks after commit, the stream is closed the way the client's
-protocol closes a failed stream — a client must never take a cut stream for
-a complete one.
+The held head goes first (at once, with the answer's head), then every
+upstream read as it comes, shaped into the client's protocol and cleared of
+secrets: all complete events of a read in one piece, so the client gets one
+write per network read. When the upstream breaks after commit, the stream is
+closed the way the client's protocol closes a failed stream — a client must
+never take a cut stream for a complete one.
 """
 
 from __future__ import annotations
@@ -21,29 +21,35 @@ from .upstream import TRANSPORT_ERRORS, transport_failure
 
 @dataclass
 class Committed:
-    """A stream that passed the gate: status, headers and the client's bytes."""
+    """A stream that passed the gate: status, headers, the client's bytes of
+    the held head, and the rest as it comes."""
 
     status: int
     headers: list[tuple[str, str]]
-    body: AsyncGenerator[bytes, None]
+    first: bytes
+    rest: AsyncGenerator[bytes, None]
     close_upstream: Callable[[], None]
 
     async def aclose(self) -> None:
-        """Close the body and the upstream, whether or not the body was started.
+        """Close the rest and the upstream, whether or not the rest was started.
         An upstream read to its end has already gone back to the pool; any
         other is closed, so the provider stops generating."""
         try:
-            await self.body.aclose()
+            await self.rest.aclose()
         finally:
             self.close_upstream()
 
 
-async def deliver(head: Head, chunks: AsyncIterator[bytes], parser: SseParser,
-                  shaper: StreamShaper, redact: Callable[[bytes], bytes],
+def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes]) -> bytes:
+    """The client's bytes of the held head."""
+    return redact(b"".join(map(shaper.feed, head.held)))
+
+
+async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: StreamShaper,
+                  redact: Callable[[bytes], bytes],
                   completed: Callable[[], None]) -> AsyncGenerator[bytes, None]:
-    """The client's bytes of a committed stream; `completed` runs when the
-    upstream ended properly."""
-    yield redact(b"".join(map(shaper.feed, head.held)))
+    """The client's bytes of a committed stream after its head; `completed`
+    runs when the upstream ended properly."""
     try:
         async for chunk in chunks:
             out = b"".join(map(shaper.feed, parser.feed(chunk)))

@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from ..config import Config
 from ..health.exhaustion import JSON, Failure, exhausted_answer
@@ -31,7 +30,7 @@ from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
 from ..trail import Trail, seconds_text
 from ..vocabulary import CallOutcome, FailureKind, Protocol, Reason
-from .delivery import Committed, deliver
+from .delivery import Committed, deliver, first_bytes
 from .gate import Head, read_head
 from .headers import masked, own_call, response_headers, upstream_headers
 from .upstream import (TRANSPORT_ERRORS, Response, Upstream, is_event_stream, keep_waiting,
@@ -197,7 +196,7 @@ class Dispatcher:
         call = ctx.call
         bridge = Bridge(call.protocol, candidate.protocol, call.body, call.raw)
         try:
-            body = bridge.body(candidate.model, urlsplit(candidate.url).hostname or "",
+            body = bridge.body(candidate.model, candidate.provider.origin[1],
                                self.conversations.get)
         except UnknownResponseId as exc:
             # This candidate cannot continue that conversation; another might.
@@ -268,9 +267,12 @@ class Dispatcher:
                 if head.failure is None:
                     shaper = bridge.shaper()
                     committed = True
-                    return Committed(200, record.response_headers, deliver(
-                        head, chunks, parser, shaper, ctx.redact.bytes,
-                        lambda: self._remember(bridge, shaper)), response.close)
+                    return Committed(
+                        200, record.response_headers,
+                        first_bytes(head, shaper, ctx.redact.bytes),
+                        deliver(chunks, parser, shaper, ctx.redact.bytes,
+                                lambda: self._remember(bridge, shaper)),
+                        response.close)
                 record.response_body = ctx.redact.bytes(head.raw())
                 culprit = head.culprit.data if head.culprit and head.culprit.data else ""
                 return Outcome(response.status, response.headers, culprit.encode(),

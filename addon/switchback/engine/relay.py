@@ -3,7 +3,8 @@
 mitmproxy cannot stream a response set in the `request` hook, so a stream
 that passed the gate is parked here under a single-use random token and the
 flow is pointed at `http://127.0.0.1:<port>/<token>`. The relay answers with
-the status and headers, then the body as the upstream produces it.
+the status, the headers and the held head of the stream in one write, then
+the rest as the upstream produces it.
 
 Connections are kept alive: mitmproxy reuses its connection to the relay for
 the next stream of the same client connection, as it would with any server,
@@ -12,12 +13,14 @@ connection mid-stream (the client went away) the stream is closed, which
 closes the upstream so the provider stops generating. Streams nobody
 collects expire, and the addon discards the stream of a flow that died
 before collecting it.
+
+A protocol rather than stream reader and writer: one task per stream, and
+a hang-up is a callback, not a second task waiting on a read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from http import HTTPStatus
@@ -26,8 +29,7 @@ from .delivery import Committed
 
 logger = logging.getLogger(__name__)
 PARKED_TTL = 10.0  # seconds: mitmproxy collects a parked stream within milliseconds
-_BAD_REQUEST = (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError)
+MAX_HEAD = 64 << 10
 
 
 class Relay:
@@ -39,14 +41,15 @@ class Relay:
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):  # live pipes and expiries: close their upstreams
+        for task in list(self._tasks):  # live pumps and expiries: close their upstreams
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for token in list(self._parked):
@@ -64,105 +67,117 @@ class Relay:
 
     async def discard(self, token: str) -> bool:
         """Close a parked stream nobody will collect; False if it was not parked."""
-        stream = self._collect(token)
+        stream = self.collect(token)
         if stream is None:
             return False
         await stream.aclose()
         return True
 
-    def _collect(self, token: str | None) -> Committed | None:
-        stream, timer = self._parked.pop(token or "", (None, None))
+    def collect(self, token: str) -> Committed | None:
+        """Take a parked stream (once)."""
+        stream, timer = self._parked.pop(token, (None, None))
         if timer is not None:
             timer.cancel()
         return stream
 
-    def _expire(self, token: str) -> None:
-        if token in self._parked:
-            logger.info("switchback: a parked stream was not collected; closing its upstream")
-            self._track(asyncio.ensure_future(self.discard(token)))
-
-    def _track(self, task: asyncio.Task) -> None:
+    def track(self, task: asyncio.Task) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection from mitmproxy: requests one after another, each
-        answered with the stream its token names."""
-        self._track(asyncio.current_task())
-        leftover: bytes | None = b""
-        try:
-            while leftover is not None and (token := await _read_request(reader, leftover)):
-                stream = self._collect(token)
-                if stream is None:
-                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                    await writer.drain()
-                    leftover = b""
-                else:
-                    leftover = await self._pipe(stream, reader, writer)
-        except _BAD_REQUEST:
-            pass
-        finally:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                writer.close()
+    def _expire(self, token: str) -> None:
+        if token in self._parked:
+            logger.info("switchback: a parked stream was not collected; closing its upstream")
+            self.track(asyncio.ensure_future(self.discard(token)))
 
-    async def _pipe(self, stream: Committed, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> bytes | None:
-        """Write the stream chunk by chunk until it ends, or the reader hangs
-        up (None: close the connection). After a complete stream, the bytes
-        of the next request read meanwhile (usually none)."""
-        hangup = pump = None
+
+class _Connection(asyncio.Protocol):
+    """One connection from mitmproxy: requests one after another, each
+    answered with the stream its token names."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()  # request bytes not yet answered
+        self.pump: asyncio.Task | None = None
+        self.writable: asyncio.Future | None = None  # set while the peer reads slowly
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._next_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.pump is not None:
+            self.pump.cancel()  # the client went away: the pump closes the upstream
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
+
+    def _next_request(self) -> None:
+        """Answer the next complete request in the buffer, if no stream is running."""
+        if self.pump is not None or self.transport is None:
+            return  # mitmproxy sends the next request only after the answer
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                self.transport.close()
+            return
+        head = bytes(self.buffer[:end]).decode("latin-1")
+        lines = head.split("\r\n")
+        length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                       if k.strip().lower() == "content-length" and v.strip().isdigit()), 0)
+        if len(self.buffer) < end + 4 + length:
+            return  # its body (the addon sends none) is still on its way
+        del self.buffer[:end + 4 + length]
+        parts = lines[0].split(" ")
+        stream = self.relay.collect(parts[1].lstrip("/")) if len(parts) >= 2 else None
+        if stream is None:
+            self.transport.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            return self._next_request()
+        self.transport.write(_head(stream) + _chunk(stream.first))
+        self.pump = asyncio.ensure_future(self._pump(stream))
+        self.relay.track(self.pump)
+
+    async def _pump(self, stream: Committed) -> None:
+        """The rest of the stream, then the next request on this connection."""
         try:
-            try:
-                reason = HTTPStatus(stream.status).phrase
-            except ValueError:
-                reason = ""
-            head = [f"HTTP/1.1 {stream.status} {reason}"]
-            head += [f"{k}: {v}" for k, v in stream.headers]
-            head += ["transfer-encoding: chunked", "", ""]
-            writer.write("\r\n".join(head).encode("utf-8"))
-            # mitmproxy sends nothing more on this connection until the answer
-            # is complete, so anything readable now is its hang-up (EOF).
-            hangup = asyncio.ensure_future(reader.read(1))
-            pump = asyncio.ensure_future(_write_chunked(stream, writer))
-            await asyncio.wait({hangup, pump}, return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done() or pump.exception() is not None:
-                return None
-            if not hangup.done():
-                return b""
-            return (hangup.result() or None) if hangup.exception() is None else None
+            async for chunk in stream.rest:
+                if self.transport is None:
+                    return
+                if chunk:
+                    self.transport.write(_chunk(chunk))
+                if self.writable is not None:
+                    await self.writable
+            if self.transport is not None:
+                self.transport.write(b"0\r\n\r\n")
         finally:
-            for task in (hangup, pump):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(*(t for t in (hangup, pump) if t is not None),
-                                 return_exceptions=True)
             await stream.aclose()
+            self.pump = None
+        self._next_request()
 
 
-async def _write_chunked(stream: Committed, writer: asyncio.StreamWriter) -> None:
-    async for chunk in stream.body:
-        if chunk:
-            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            await writer.drain()
-    writer.write(b"0\r\n\r\n")
-    await writer.drain()
-
-
-async def _read_request(reader: asyncio.StreamReader, leftover: bytes) -> str | None:
-    """The token of the next request on the connection (None at its end);
-    `leftover` is its start, if already read. A request body (the addon
-    sends none) is drained so the next request starts where it should."""
+def _head(stream: Committed) -> bytes:
     try:
-        head = leftover + await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length" and value.strip().isdigit():
-            length = int(value.strip())
-    if length:
-        await reader.readexactly(length)
-    return parts[1].lstrip("/") if len(parts) >= 2 else ""
+        reason = HTTPStatus(stream.status).phrase
+    except ValueError:
+        reason = ""
+    lines = [f"HTTP/1.1 {stream.status} {reason}", *(f"{k}: {v}" for k, v in stream.headers),
+             "transfer-encoding: chunked", "", ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""

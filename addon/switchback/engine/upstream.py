@@ -94,6 +94,7 @@ class Upstream:
         self._proxy = upstream_proxy(modes)
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -113,10 +114,13 @@ class Upstream:
         the request has been written."""
         if self._session is None:
             self._session = self._open()
-        return await self._session.post(
-            url, data=body, headers=list(headers), proxy=self._proxy, allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout,
-                                          sock_read=read_timeout))
+        timeout = self._timeouts.get(read_timeout)
+        if timeout is None:
+            timeout = self._timeouts[read_timeout] = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout)
+        return await self._session.post(url, data=body, headers=list(headers),
+                                        proxy=self._proxy, allow_redirects=False,
+                                        timeout=timeout)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -48,9 +48,13 @@ class Bridge:
     upstream: Protocol  # the protocol this attempt sends
     request: dict[str, Any]  # the client's own body
     raw: bytes  # ... and its bytes
-    response_id: str = field(default_factory=lambda: "resp_" + secrets.token_hex(16))
+    response_id: str = ""  # the id a translated Responses answer carries; made when needed
     sent_messages: list[dict] = field(default_factory=list)
     dropped: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.translating and not self.response_id:
+            self.response_id = "resp_" + secrets.token_hex(16)
 
     @property
     def translating(self) -> bool:

@@ -38,17 +38,27 @@ _RESPONSES_ANSWER = ("response.output_item.", "response.content_part.", "respons
 _CHAT_ANSWER_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning",
                        "function_call", "audio")
 DONE = "[DONE]"
-_FINISHED = re.compile(r'"finish_reason"\s*:\s*"')
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+# Bytes found in every event of a type the pass-through shaper tracks (and in
+# few others): the lifecycle and terminal types, and `error`.
+_TRACKED = re.compile(rb"response\.(?:created|in_progress|queued|completed|incomplete|failed)"
+                      rb"|error")
 
 
 def is_done(event: Event) -> bool:
-    """A chat stream's `data: [DONE]`."""
-    return event.data is not None and event.data.strip() == DONE
+    """A chat stream's `data: [DONE]` (its bytes looked at first, parsed only if need be)."""
+    return b"[DONE]" in event.raw and event.data is not None and event.data.strip() == DONE
 
 
 def chat_finished(event: Event) -> bool:
-    """A chat chunk with a finish_reason — read without parsing the JSON."""
-    return event.data is not None and _FINISHED.search(event.data) is not None
+    """A chat chunk with a finish_reason — read off the bytes, no parsing."""
+    return _FINISHED.search(event.raw) is not None
+
+
+def tracked_type(event: Event) -> str | None:
+    """`event_type`, for the lifecycle and terminal events a pass-through
+    shaper tracks; None, without parsing, for the content between them."""
+    return event_type(event) if _TRACKED.search(event.raw) else None
 
 
 def event_type(event: Event) -> str | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Protocol as Interface
 
 from ..vocabulary import Protocol
-from .kinds import (DONE, RESPONSES_PREAMBLE, RESPONSES_TERMINAL, chat_finished, event_type,
-                    is_done)
+from .kinds import (DONE, RESPONSES_PREAMBLE, RESPONSES_TERMINAL, chat_finished, is_done,
+                    tracked_type)
 from .sse import Event, encode
 
 BROKEN = "switchback_stream_broken"  # the error code of a stream closed by Switchback
@@ -80,9 +80,9 @@ class ResponsesPassthrough:
         self._started: Event | None = None  # the latest created/in_progress event
 
     def feed(self, event: Event) -> bytes:
-        if event.data is not None:
+        if b"data:" in event.raw:
             self._last = event
-            kind = event_type(event)
+            kind = tracked_type(event)
             if kind in RESPONSES_TERMINAL:
                 self.complete = True
             elif kind in RESPONSES_PREAMBLE:

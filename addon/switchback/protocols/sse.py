@@ -31,18 +31,34 @@ class EventTooLarge(ValueError):
 
 
 class Event:
-    """One SSE block: its `event:` name and joined `data:` lines (None when
-    absent: a comment or keepalive has neither) and the bytes it came from,
-    its blank line included."""
+    """One SSE block, read lazily: its raw bytes (blank line included) at
+    once, its `event:` name and joined `data:` lines (None when absent: a
+    comment or keepalive has neither) only when asked — a pass-through
+    stream forwards most blocks without ever decoding them."""
 
-    __slots__ = ("name", "data", "raw", "_json")
+    __slots__ = ("raw", "_size", "_skip", "_name", "_data", "_json")
 
-    def __init__(self, name: str | None, data: str | None, raw: bytes) -> None:
-        self.name, self.data, self.raw = name, data, raw
-        self._json: Any = _UNPARSED
+    def __init__(self, raw: bytes, size: int | None = None, skip: int = 0) -> None:
+        self.raw = raw
+        self._size, self._skip = size, skip  # the block without its blank line; a BOM to skip
+        self._name: str | None | object = _UNREAD
+        self._data: str | None = None
+        self._json: Any = _UNREAD
 
     def __repr__(self) -> str:
         return f"Event({self.name!r}, {self.data!r})"
+
+    @property
+    def name(self) -> str | None:
+        if self._name is _UNREAD:
+            self._read()
+        return self._name  # type: ignore[return-value]
+
+    @property
+    def data(self) -> str | None:
+        if self._name is _UNREAD:
+            self._read()
+        return self._data
 
     @property
     def comment(self) -> bool:
@@ -51,29 +67,28 @@ class Event:
 
     def json(self) -> Any:
         """The data as JSON (parsed once), or None when it is not JSON."""
-        if self._json is _UNPARSED:
+        if self._json is _UNREAD:
             self._json = None if self.data is None else loads(self.data)
         return self._json
 
+    def _read(self) -> None:
+        name: str | None = None
+        data: list[str] = []
+        text = self.raw[self._skip:self._size].decode("utf-8", errors="replace")
+        for line in _LINE.split(text):
+            if not line or line[0] == ":":
+                continue
+            field, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+        self._name, self._data = name, "\n".join(data) if data else None
 
-_UNPARSED = object()
 
-
-def parse_block(raw: bytes, size: int | None = None) -> Event:
-    """One block from its raw bytes; `size` leaves out its trailing blank line."""
-    name: str | None = None
-    data: list[str] = []
-    for line in _LINE.split(raw[:size].decode("utf-8", errors="replace")):
-        if not line or line[0] == ":":
-            continue
-        field, _, value = line.partition(":")
-        if value[:1] == " ":
-            value = value[1:]
-        if field == "event":
-            name = value
-        elif field == "data":
-            data.append(value)
-    return Event(name, "\n".join(data) if data else None, raw)
+_UNREAD = object()
 
 
 class SseParser:
@@ -93,7 +108,10 @@ class SseParser:
         position = max(0, self._searched - _OVERLAP)
         while (match := _BOUNDARY.search(buffer, position)) is not None:
             end = match.end()
-            events.append(self._block(bytes(buffer[start:end]), match.start() - start))
+            if end == len(buffer) and buffer[-1] == 0x0D:
+                break  # a CR last of all may be half a CRLF: wait for the next byte
+            raw = bytes(buffer[start:end])
+            events.append(Event(raw, match.start() - start, self._bom(raw)))
             start = position = end
         if start:
             del buffer[:start]
@@ -103,19 +121,20 @@ class SseParser:
         return events
 
     def close(self) -> Event | None:
-        """The bytes left when the stream ended, as a final block (None if none)."""
+        """The bytes left when the stream ended, as a final block (None if none)
+        — a stream may end without a blank line after its last event."""
         rest = bytes(self._buffer)
         self._buffer.clear()
         self._searched = 0
-        return self._block(rest, None) if rest else None
+        return Event(rest, None, self._bom(rest)) if rest else None
 
-    def _block(self, raw: bytes, size: int | None) -> Event:
-        if not self._started:
-            self._started = True
-            if raw.startswith(_BOM):  # a leading byte order mark is not part of the first line
-                event = parse_block(raw[len(_BOM):], None if size is None else size - len(_BOM))
-                return Event(event.name, event.data, raw)
-        return parse_block(raw, size)
+    def _bom(self, raw: bytes) -> int:
+        """Bytes to skip at the start of this block: a byte order mark before
+        the stream's first line is not part of it."""
+        if self._started:
+            return 0
+        self._started = True
+        return len(_BOM) if raw.startswith(_BOM) else 0
 
 
 def encode(data: Any, name: str | None = None) -> bytes:

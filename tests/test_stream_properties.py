@@ -1,0 +1,177 @@
+"""Stream delivery as a property: whatever the network does to the bytes,
+the client gets every event, in order — byte-identical when nothing is
+translated, and the same translation however the upstream's bytes were cut.
+
+Recorded streams of both protocols (text with multi-byte characters, tool
+calls, usage), with LF, CRLF or CR line ends, keepalive comments and pings
+mixed in, cut at random points — one byte at a time, all in one read, inside
+a UTF-8 sequence, between CR and LF. First through the engine's gate and
+delivery alone, then through the real upstream client with the bytes
+compressed on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from support.fakeprovider import (chat_events, chat_tool_events, compressor, response_events,
+                                  response_tool_events, sse)
+from support.loopserver import LoopServer, Script
+from switchback.config import parse_config
+from switchback.engine.delivery import Committed, deliver, first_bytes
+from switchback.engine.dispatch import Dispatcher
+from switchback.engine.gate import Head, read_head
+from switchback.engine.upstream import Upstream
+from switchback.health.state import Conversations, Health, ProtocolMemory
+from switchback.health.stores import Stores
+from switchback.protocols.bridge import Bridge
+from switchback.protocols.sse import SseParser
+from switchback.providers import ProviderTable
+from switchback.recognise import recognise
+from switchback.vocabulary import Protocol
+
+CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
+TEXT = "héllo wörld — 你好 🎉 done"
+RECORDED = {
+    CHAT: [chat_events("m", TEXT, usage=True), chat_events("m", TEXT, usage=False),
+           chat_tool_events("m", "get_weather", usage=True)],
+    RESPONSES: [response_events("m", TEXT), response_tool_events("m", "get_weather")],
+}
+KEEPALIVES = [b": keepalive", b": OPENROUTER PROCESSING", b'event: ping\ndata: {"type":"ping"}']
+EOLS = ["\n", "\r\n", "\r"]
+
+
+@st.composite
+def upstream_streams(draw: st.DrawFn, protocol: Protocol) -> bytes:
+    """A recorded stream with its line ends and interleaved keepalives."""
+    events = draw(st.sampled_from(RECORDED[protocol]))
+    eol = draw(st.sampled_from(EOLS))
+    blocks = [sse(event, eol) for event in events]
+    for _ in range(draw(st.integers(0, 3))):
+        # Keepalives anywhere after the head has shown content: before it they
+        # are held with the head, and a stream they end is no answer.
+        at = draw(st.integers(3, len(blocks) - 1))
+        keepalive = draw(st.sampled_from(KEEPALIVES)).replace(b"\n", eol.encode())
+        blocks.insert(at, keepalive + (eol * 2).encode())
+    return b"".join(blocks)
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """`data` in pieces at the given points (each taken modulo its length)."""
+    marks = sorted({p % (len(data) + 1) for p in points})
+    return [data[a:b] for a, b in zip([0, *marks], [*marks, len(data)]) if data[a:b]]
+
+
+cuts = st.one_of(
+    st.lists(st.integers(0, 10_000), max_size=60),  # anywhere
+    st.just(list(range(1, 10_000))),  # one byte at a time
+    st.just([]),  # all in one read
+)
+
+
+async def chunks_of(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def delivered(pieces: list[bytes], client: Protocol, upstream: Protocol) -> bytes:
+    """What the client receives of an upstream stream arriving as `pieces`."""
+    request = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+               **({"input": "x"} if client is RESPONSES else {"messages": []})}
+    bridge = Bridge(client, upstream, request, b"", response_id="resp_fixed")
+    chunks, parser, head = chunks_of(pieces), SseParser(), Head(upstream)
+    await read_head(chunks, parser, head, lambda: None)
+    assert head.failure is None, head.failure
+    shaper = bridge.shaper()
+    first = first_bytes(head, shaper, lambda b: b)
+    rest = deliver(chunks, parser, shaper, lambda b: b, lambda: None)
+    return first + b"".join([piece async for piece in rest])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), protocol=st.sampled_from([CHAT, RESPONSES]), points=cuts)
+def test_a_passed_through_stream_is_byte_identical_however_it_is_cut(data, protocol, points):
+    stream = data.draw(upstream_streams(protocol))
+    assert asyncio.run(delivered(cut(stream, points), protocol, protocol)) == stream
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), upstream=st.sampled_from([CHAT, RESPONSES]), points=cuts)
+def test_a_translated_stream_is_the_same_however_it_is_cut(data, upstream, points):
+    stream = data.draw(upstream_streams(upstream))
+    client = upstream.other
+    whole = asyncio.run(delivered([stream], client, upstream))
+    assert asyncio.run(delivered(cut(stream, points), client, upstream)) == whole
+    events = [line for line in whole.decode().splitlines() if line.startswith("data: {")]
+    if client is RESPONSES:
+        assert json.loads(events[-1][6:])["type"] == "response.completed"
+    else:
+        assert whole.rstrip().endswith(b"data: [DONE]")
+    if b"get_weather" not in stream:
+        texts = []
+        for line in events:
+            payload = json.loads(line[6:])
+            if client is RESPONSES and payload["type"] == "response.output_text.delta":
+                texts.append(payload["delta"])
+            if client is CHAT and payload.get("choices"):
+                texts.append(payload["choices"][0]["delta"].get("content") or "")
+        assert "".join(texts) == TEXT
+
+
+# ---------------------------------------------- through the real client, compressed
+
+
+def compressed(stream: bytes, encoding: str, rng: random.Random) -> list[bytes]:
+    """The stream compressed as a streaming proxy does it: flushed at random
+    boundaries, then the compressed bytes cut at other random points."""
+    shrink, end = compressor(encoding)
+    wire = b"".join(shrink(piece) for piece in cut(stream, [rng.randrange(len(stream))
+                                                            for _ in range(rng.randrange(8))]))
+    wire += end()
+    return cut(wire, [rng.randrange(len(wire)) for _ in range(rng.randrange(12))])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), protocol=st.sampled_from([CHAT, RESPONSES]),
+       encoding=st.sampled_from(["identity", "gzip", "deflate", "br", "zstd"]),
+       seed=st.integers(0, 2**32))
+def test_compressed_streams_arrive_byte_identical_through_the_engine(data, protocol, encoding,
+                                                                     seed):
+    stream = data.draw(upstream_streams(protocol))
+    rng = random.Random(seed)
+    pieces = compressed(stream, encoding, rng) if encoding != "identity" \
+        else cut(stream, [rng.randrange(len(stream)) for _ in range(10)])
+    headers = {} if encoding == "identity" else {"content-encoding": encoding}
+
+    async def go() -> bytes:
+        async with LoopServer(lambda seen: Script.sse(pieces, pause=0.0005, **headers)) as server:
+            config = parse_config(f'providers: {{p: {{base_url: "{server.base_url}"}}}}\n',
+                                  "t.yaml", {})
+            stores = Stores.memory()
+            upstream = Upstream(insecure=False, cafile=None, capath=None, modes=["regular"],
+                                connect_timeout=5)
+            d = Dispatcher(upstream, config, ProviderTable(config.providers),
+                           Health(stores.cooldowns, stores.strikes, stores.uses),
+                           ProtocolMemory(stores.protocols), Conversations(stores.conversations))
+            body = {"model": "m", "stream": True,
+                    **({"input": "x"} if protocol is RESPONSES else {"messages": []})}
+            call = recognise("POST", f"{server.base_url}{protocol.path}", [],
+                             json.dumps(body).encode(), d.table)
+            try:
+                result = await d.run(call)
+                assert isinstance(result.delivery, Committed), result.trail
+                try:
+                    return result.delivery.first + b"".join(
+                        [chunk async for chunk in result.delivery.rest])
+                finally:
+                    await result.delivery.aclose()
+            finally:
+                await upstream.aclose()
+
+    assert asyncio.run(go()) == stream
