@@ -1,10 +1,17 @@
-"""Shared fixtures: loopback-only sockets, certificates, fake providers, a proxy."""
+"""Shared fixtures: loopback-only sockets, certificates, fake providers, a proxy.
+
+`proxy` and `fakes` start processes and servers for one test. `shared` hands
+out long-lived ones instead — one per fake name and per config text, made
+fresh (state reset, log read from here) for each test — for the many tests
+that need no process of their own: starting a mitmdump costs more than most
+tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,3 +51,30 @@ def proxy(tmp_path: Path, confdir: Path, server_cert: ServerCert
             return stack.enter_context(
                 running_proxy(tmp_path, confdir, ca, config_text, **kwargs))
         yield start
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory: pytest.TempPathFactory, confdir: Path, server_cert: ServerCert
+           ) -> Iterator[SimpleNamespace]:
+    """`shared.fake(name, **kwargs)` and `shared.proxy(config_text)`: started
+    once for the session, fresh for each caller; all stop at the end."""
+    with ExitStack() as stack:
+        fakes: dict[tuple, FakeProvider] = {}
+        proxies: dict[str, Proxy] = {}
+
+        def fake(name: str, **kwargs) -> FakeProvider:
+            key = (name, *sorted(kwargs.items()))
+            if key not in fakes:
+                fakes[key] = stack.enter_context(FakeProvider(server_cert, name, **kwargs))
+            fakes[key].reset()
+            return fakes[key]
+
+        def proxy(config_text: str) -> Proxy:
+            if config_text not in proxies:
+                proxies[config_text] = stack.enter_context(running_proxy(
+                    tmp_path_factory.mktemp("shared"), confdir, server_cert.ca, config_text,
+                    status=True))
+            proxies[config_text].fresh()
+            return proxies[config_text]
+
+        yield SimpleNamespace(fake=fake, proxy=proxy)

@@ -31,10 +31,10 @@ fallbacks:
 
 
 @pytest.fixture
-def pair(fakes, proxy):
+def pair(shared):
     """primary (client's key) → backup (configured key), and an SDK client."""
-    primary, backup = fakes("primary"), fakes("backup")
-    running = proxy(two_providers(primary, backup, timeouts="timeouts:\n  first_byte: 1s\n"
+    primary, backup = shared.fake("primary"), shared.fake("backup")
+    running = shared.proxy(two_providers(primary, backup, timeouts="timeouts:\n  first_byte: 1s\n"
                                                              "  response: 1s"))
     return primary, backup, running, running.openai(primary.base_url)
 
@@ -168,9 +168,9 @@ def test_400_passes_through_unchanged(pair):
     assert backup.count() == 0
 
 
-def test_exhaustion_keeps_429_and_retry_after(fakes, proxy):
-    primary, backup = fakes("primary"), fakes("backup")
-    running = proxy(two_providers(primary, backup))
+def test_exhaustion_keeps_429_and_retry_after(shared):
+    primary, backup = shared.fake("primary"), shared.fake("backup")
+    running = shared.proxy(two_providers(primary, backup))
     limited = Reply(status=429, headers={"retry-after": "20"},
                     body={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}})
     primary.script(limited)

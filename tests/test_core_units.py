@@ -13,7 +13,8 @@ from switchback.health.verdict import Action, Outcome, Scope, endpoint_missing, 
 from switchback.plan import plan
 from switchback.protocols.kinds import Signal, classify
 from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
-from switchback.protocols.sse import SseParser
+from switchback.protocols import sse
+from switchback.protocols.sse import EventTooLarge, SseParser
 from switchback.providers import ProviderTable
 from switchback.recognise import Unreadable, fingerprint, recognise
 from switchback.trail import Trail
@@ -353,3 +354,48 @@ def test_upstream_options():
     assert upstream_proxy(["upstream:http://127.0.0.1:3128"]) == "http://127.0.0.1:3128"
     assert tls_verify(True, None, None) is False
     assert tls_verify(False, None, None) is not False
+
+
+class CountingPattern:
+    """Wraps the parser's boundary pattern and counts the bytes it searches."""
+
+    def __init__(self, pattern) -> None:
+        self.pattern, self.searched = pattern, 0
+
+    def search(self, buffer, position):
+        self.searched += len(buffer) - position
+        return self.pattern.search(buffer, position)
+
+
+def test_sse_parsing_is_linear_in_the_bytes_fed(monkeypatch):
+    counting = CountingPattern(sse._BOUNDARY)
+    monkeypatch.setattr(sse, "_BOUNDARY", counting)
+    parser = SseParser()
+    event = b"data: " + b"x" * (10 << 20) + b"\n\n"
+    events = []
+    for i in range(0, len(event), 16 << 10):  # a 10 MB event in 16 KiB reads
+        events += parser.feed(event[i:i + (16 << 10)])
+    assert [len(e.raw) for e in events] == [len(event)]
+    assert counting.searched < 2 * len(event)  # each byte searched about once, not per read
+
+
+def test_one_event_past_the_limit_is_an_error_not_a_hang():
+    parser = SseParser(limit=1000)
+    parser.feed(b"data: " + b"x" * 900)
+    with pytest.raises(EventTooLarge):
+        parser.feed(b"x" * 200)
+
+
+@pytest.mark.parametrize("stream", [
+    b"data: a\r\n\r\ndata: b\r\n\r\n", b"data: a\n\ndata: b\n\n", b"data: a\r\rdata: b\r\r",
+    b"data: a\n\r\ndata: b\r\n\n", b"\xef\xbb\xbfdata: a\n\ndata: b\n\n",
+], ids=["crlf", "lf", "cr", "mixed", "bom"])
+def test_sse_line_ends_and_splits_between_cr_and_lf(stream):
+    for size in range(1, len(stream) + 1):
+        parser, events = SseParser(), []
+        for i in range(0, len(stream), size):
+            events += parser.feed(stream[i:i + size])
+        tail = parser.close()
+        events += [tail] if tail else []
+        assert b"".join(e.raw for e in events) == stream
+        assert [e.data for e in events if not e.comment] == ["a", "b"], size

@@ -33,9 +33,9 @@ fallbacks: {{"*": [backup/*]}}
 
 
 @pytest.fixture
-def pair(fakes, proxy):
-    primary, backup = fakes("primary"), fakes("backup")
-    return primary, backup, proxy(config(primary, backup))
+def pair(shared):
+    primary, backup = shared.fake("primary"), shared.fake("backup")
+    return primary, backup, shared.proxy(config(primary, backup))
 
 
 def post(running, url: str, body: dict, **kwargs) -> httpx.Response:
@@ -95,7 +95,7 @@ SPLITS = {
 @pytest.mark.parametrize("split", SPLITS)
 def test_coalesced_chat_stream_arrives_byte_identical(pair, split):
     primary, backup, running = pair
-    primary.script(Reply(raw=SPLITS[split](CHAT_STREAM, b'"content": "hello '), raw_delay=0.02))
+    primary.script(Reply(raw=SPLITS[split](CHAT_STREAM, b'"content": "hello '), raw_delay=0.002))
     answer = post(running, primary.base_url + CHAT, chat_body())
     assert answer.status_code == 200
     assert answer.content == CHAT_STREAM
@@ -107,7 +107,7 @@ def test_coalesced_chat_stream_arrives_byte_identical(pair, split):
 def test_coalesced_responses_stream_arrives_byte_identical(pair, split):
     primary, backup, running = pair
     primary.script(Reply(raw=SPLITS[split](RESPONSES_STREAM, b"response.output_text.delta"),
-                         raw_delay=0.02))
+                         raw_delay=0.002))
     answer = post(running, primary.base_url + RESPONSES,
                   {"model": "m", "stream": True, "input": "x"})
     assert answer.content == RESPONSES_STREAM
@@ -115,9 +115,9 @@ def test_coalesced_responses_stream_arrives_byte_identical(pair, split):
     assert text == TEXT and kinds[-1] == "response.completed"
 
 
-def test_coalesced_stream_translated_for_a_responses_client(fakes, proxy):
-    chat_only = fakes("chatonly", paths=(CHAT,))
-    running = proxy(f'providers: {{only: {{base_url: "{chat_only.base_url}"}}}}\n')
+def test_coalesced_stream_translated_for_a_responses_client(shared):
+    chat_only = shared.fake("chatonly", paths=(CHAT,))
+    running = shared.proxy(f'providers: {{only: {{base_url: "{chat_only.base_url}"}}}}\n')
     chat_only.script(Reply(raw=[sse_bytes(chat_events("m", TEXT, usage=True))]))
     answer = post(running, chat_only.base_url + RESPONSES,
                   {"model": "m", "stream": True, "input": "x"})
@@ -125,9 +125,9 @@ def test_coalesced_stream_translated_for_a_responses_client(fakes, proxy):
     assert text == TEXT and kinds[0] == "response.created" and kinds[-1] == "response.completed"
 
 
-def test_coalesced_stream_translated_for_a_chat_client(fakes, proxy):
-    responses_only = fakes("responsesonly", paths=(RESPONSES,))
-    running = proxy(f'providers: {{only: {{base_url: "{responses_only.base_url}"}}}}\n')
+def test_coalesced_stream_translated_for_a_chat_client(shared):
+    responses_only = shared.fake("responsesonly", paths=(RESPONSES,))
+    running = shared.proxy(f'providers: {{only: {{base_url: "{responses_only.base_url}"}}}}\n')
     responses_only.script(Reply(raw=[RESPONSES_STREAM]))
     answer = post(running, responses_only.base_url + CHAT, chat_body())
     assert chat_text(answer.content) == (TEXT, ["stop"])

@@ -26,16 +26,16 @@ def single(fake, protocol: str | None = None) -> str:
 
 
 @pytest.fixture
-def chat_only(fakes, proxy):
-    fake = fakes("chatonly", paths=(CHAT,))
-    running = proxy(single(fake))
+def chat_only(shared):
+    fake = shared.fake("chatonly", paths=(CHAT,))
+    running = shared.proxy(single(fake))
     return fake, running, running.openai(fake.base_url)
 
 
 @pytest.fixture
-def responses_only(fakes, proxy):
-    fake = fakes("responsesonly", paths=(RESPONSES,))
-    running = proxy(single(fake))
+def responses_only(shared):
+    fake = shared.fake("responsesonly", paths=(RESPONSES,))
+    running = shared.proxy(single(fake))
     return fake, running, running.openai(fake.base_url)
 
 

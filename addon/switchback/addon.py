@@ -81,7 +81,7 @@ class Switchback:
         self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses)
         self.metrics = Metrics()
         self.relay = Relay()
-        self.status = StatusServer(self.status_document, self.metrics)
+        self.status = StatusServer(self.status_document, self.metrics, self.reset_command)
         self.dispatcher: Dispatcher | None = None
         self.retired: list[Upstream] = []  # clients replaced by a reconfigure
 

@@ -2,7 +2,9 @@
 
 `GET /status` answers a JSON document (providers with key fingerprints,
 cooldowns with time left and why, the protocol memory, counters); `GET
-/metrics` answers the Prometheus exposition. `status_document` is pure;
+/metrics` answers the Prometheus exposition; `POST /reset` forgets every
+cooldown, backoff and remembered protocol (as the `switchback.reset` command
+does) — after rotating a dead key, say. `status_document` is pure;
 `StatusServer` is the small HTTP shell around it.
 """
 
@@ -46,8 +48,9 @@ def status_document(table: ProviderTable, configured: set[str], health: Health,
 
 
 class StatusServer:
-    def __init__(self, document: Callable[[], dict[str, Any]], metrics: Metrics) -> None:
-        self.document, self.metrics = document, metrics
+    def __init__(self, document: Callable[[], dict[str, Any]], metrics: Metrics,
+                 reset: Callable[[], None]) -> None:
+        self.document, self.metrics, self.reset = document, metrics, reset
         self._server: asyncio.Server | None = None
 
     async def start(self, port: int) -> None:
@@ -68,14 +71,18 @@ class StatusServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             parts = head.split(b" ", 2)
+            method = parts[0].decode("latin-1")
             path = parts[1].decode("latin-1").split("?")[0] if len(parts) > 1 else ""
-            if path == "/status":
+            if method == "POST" and path == "/reset":
+                self.reset()
+                status, kind, body = 200, "application/json", b'{"reset": true}\n'
+            elif path == "/status":
                 status, kind = 200, "application/json"
                 body = json.dumps(self.document(), indent=2).encode()
             elif path == "/metrics":
                 status, kind, body = 200, "text/plain; version=0.0.4", self.metrics.exposition()
             else:
-                status, kind, body = 404, "text/plain", b"try /status or /metrics\n"
+                status, kind, body = 404, "text/plain", b"try /status, /metrics or POST /reset\n"
             writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\n"
                          f"content-type: {kind}\r\ncontent-length: {len(body)}\r\n"
                          "connection: close\r\n\r\n".encode() + body)

@@ -269,6 +269,14 @@ class FakeProvider(ServedInThread):
     def base_url(self) -> str:
         return f"https://localhost:{self.port}/v1"
 
+    def reset(self) -> None:
+        """Forget what was seen and scripted: a fresh fake for the next test."""
+        with self._lock:
+            self.seen.clear()
+            self._script.clear()
+            self.disconnects = 0
+            self.hangups.clear()
+
     def script(self, *replies: Reply) -> None:
         """Queue replies for the next requests, in order."""
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +51,9 @@ class Seen:
 class LoopServer:
     """`async with LoopServer(handler) as server:` serves until the block ends."""
 
-    def __init__(self, handler: Callable[[Seen], Script]) -> None:
-        self.handler = handler
+    def __init__(self, handler: Callable[[Seen], Script],
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.handler, self.tls = handler, tls
         self.seen: list[Seen] = []
         self.hangups = 0  # clients that went away while the server waited to write
         self.port = 0
@@ -60,10 +62,13 @@ class LoopServer:
 
     @property
     def base_url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/v1"
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def __aenter__(self) -> LoopServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls,
+                                                  backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

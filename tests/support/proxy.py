@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class Proxy:
     port: int
     ca: Path  # the proxy CA clients must trust
     log: Path
+    status_port: int = 0  # Switchback's status server, when the proxy was started with one
+    _since: int = 0  # log bytes that belong to earlier tests of a shared proxy
 
     @property
     def url(self) -> str:
@@ -60,7 +63,17 @@ class Proxy:
                              http_client=self.http_client(timeout=30), **kwargs)
 
     def output(self) -> str:
-        return self.log.read_text()
+        """The log, from the start or since `fresh`."""
+        return self.log.read_bytes()[self._since:].decode("utf-8", "replace")
+
+    def fresh(self) -> None:
+        """Make a shared proxy new for the next test: Switchback's state reset
+        (POST /reset) and the log read from here on."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.status_port}/reset",
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        self._since = self.log.stat().st_size
 
 
 def mitmproxy_command(tool: str, port: int, confdir: Path, upstream_ca: Path | None,
@@ -82,8 +95,12 @@ def mitmproxy_command(tool: str, port: int, confdir: Path, upstream_ca: Path | N
 def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
                   config_text: str | None, extra: tuple[str, ...] = (),
                   env: dict[str, str] | None = None, tool: str = "mitmdump",
-                  addon: bool = True) -> Iterator[Proxy]:
-    """A mitmdump (or mitmweb) with the addon; stopped (and waited for) on exit."""
+                  addon: bool = True, status: bool = False) -> Iterator[Proxy]:
+    """A mitmdump (or mitmweb) with the addon; stopped (and waited for) on
+    exit. `status`: with Switchback's status server on a free port."""
+    status_port = free_port() if status else 0
+    if status:
+        extra = (*extra, "--set", f"switchback_status_port={status_port}")
     config = None
     if config_text is not None:
         config = workdir / "switchback.yaml"
@@ -97,7 +114,9 @@ def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
             env={**os.environ, **(env or {})}, cwd=ROOT)
     try:
         wait_for_port(port, process, log)
-        yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log)
+        if status:
+            wait_for_port(status_port, process, log)
+        yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log, status_port)
     finally:
         process.terminate()
         try:
