@@ -265,6 +265,7 @@ def test_deeply_nested_json_passes_through_without_a_traceback(pair):
                            headers={"content-type": "application/json"})
     assert answer.status_code == 200 and primary.count() == 1  # the fake's own answer
     assert "Traceback" not in running.output()
+    assert running.output().count("through untouched: the body is not a JSON object") == 1
 
 
 def read_http_response(tls: ssl.SSLSocket) -> bytes:

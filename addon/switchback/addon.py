@@ -28,7 +28,6 @@ from .health.stores import MemoryStore, Stores
 from .metrics import Metrics
 from .providers import ProviderTable
 from .recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, recognise
-from .redact import Redactor
 from .status import StatusServer, status_document
 
 logger = logging.getLogger(__name__)
@@ -131,8 +130,7 @@ class Switchback:
             self.dispatcher = Dispatcher(
                 upstream, self.config, self.table, self.health,
                 ProtocolMemory(self.stores.protocols, self.config.protocol_memory),
-                Conversations(self.stores.conversations, self.config.conversation_ttl),
-                Redactor(k for p in self.config.providers.values() for k in p.keys))
+                Conversations(self.stores.conversations, self.config.conversation_ttl))
 
     async def running(self) -> None:
         await self.relay.start()
@@ -204,7 +202,7 @@ class Switchback:
             # its credentials may only go there.
             return recognise(request.method, request.url, request.headers.items(multi=True),
                              request.content or b"", self.table)
-        except (Unreadable, ValueError) as exc:  # ValueError: an undecodable content-encoding
+        except ValueError as exc:  # Unreadable, or an undecodable content-encoding
             where = request.pretty_host + request.path.partition("?")[0]  # no query: no secrets
             logger.info(f"switchback: passing {where} through untouched: {exc}")
             return None
