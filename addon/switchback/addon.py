@@ -16,7 +16,7 @@ import time
 from typing import Optional
 from urllib.parse import urlsplit
 
-from mitmproxy import command, connection, ctx, exceptions, flow, http, tls
+from mitmproxy import command, connection, ctx, exceptions, flow, http, log, tls
 
 from .config import Config, ConfigError, load_config
 from .engine.dispatch import Answer, AttemptRecord, Dispatcher, Result
@@ -27,7 +27,7 @@ from .health.state import Conversations, Health, ProtocolMemory
 from .health.stores import MemoryStore, Stores
 from .metrics import Metrics
 from .providers import ProviderTable
-from .recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, recognise
+from .recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, read_call
 from .status import StatusServer, status_document
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class Switchback:
         self.status = StatusServer(self.status_document, self.metrics, self.reset_command)
         self.dispatcher: Dispatcher | None = None
         self.retired: list[Upstream] = []  # clients replaced by a reconfigure
+        self.announce = True  # write one log line per call
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -109,6 +110,13 @@ class Switchback:
                     config.conversation_bytes, sizeof=len))
             self.config, self.table = config, ProviderTable(config.providers)
             self.health.policy = config.cooldown
+        if "termlog_verbosity" in updated:
+            # A log line costs about a tenth of a proxied call in mitmproxy's logging
+            # machinery: write the per-call line only where somebody reads it —
+            # a terminal log at info or more (not mitmdump -q), or an event
+            # log (mitmweb, the console).
+            self.announce = (log.log_tier(ctx.options.termlog_verbosity) >= log.log_tier("info")
+                             or ctx.master.addons.get("eventstore") is not None)
         if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
             # mitmproxy streams a request body on to the origin as soon as it
             # outgrows the limit, before any hook could hold it back.
@@ -193,15 +201,17 @@ class Switchback:
         """The LLM call in a request, or None to leave it to mitmproxy — with
         one log line when it is an LLM endpoint Switchback cannot read."""
         request = flow.request
-        if not llm_endpoint(request.method, request.url, self.table):
+        # The URL the client connected to, not what its Host header claims:
+        # its credentials may only go there.
+        url = request.url
+        endpoint = llm_endpoint(request.method, url, self.table)
+        if endpoint is None:
             return None
         try:
             if request.stream:
                 raise Unreadable("another addon streamed its body on")
-            # The URL the client connected to, not what its Host header claims:
-            # its credentials may only go there.
-            return recognise(request.method, request.url, request.headers.items(multi=True),
-                             request.content or b"", self.table)
+            return read_call(endpoint, url, request.headers.items(multi=True),
+                             request.content or b"")
         except ValueError as exc:  # Unreadable, or an undecodable content-encoding
             where = request.pretty_host + request.path.partition("?")[0]  # no query: no secrets
             logger.info(f"switchback: passing {where} through untouched: {exc}")
@@ -262,9 +272,10 @@ class Switchback:
         elif result.failures and result.served_by is not None:
             flow.marked = FAILED_OVER
         served = f" via {result.served_by.label}" if result.served_by else ""
-        logger.info(f"switchback: {call.protocol} {call.model}{' stream' if call.stream else ''}"
-                    f" → {result.outcome}{served}, {len(result.attempts)} attempt(s), "
-                    f"{seconds:.2f}s: {result.trail}")
+        if self.announce:
+            logger.info(f"switchback: {call.protocol} {call.model}"
+                        f"{' stream' if call.stream else ''} → {result.outcome}{served}, "
+                        f"{len(result.attempts)} attempt(s), {seconds:.2f}s: {result.trail}")
         view = ctx.master.addons.get("view")
         if view is not None:
             view.add([attempt_flow(flow, record, n, len(result.attempts))

@@ -62,16 +62,21 @@ def recognise(method: str, url: str, headers: Iterable[tuple[str, str]], raw: by
     """An `LlmCall` for a POST to a known provider's LLM endpoint; None for
     anything else. `Unreadable` when it is such a POST but its body is not a
     JSON object with a model."""
-    match = llm_endpoint(method, url, table)
-    if match is None:
-        return None
+    endpoint = llm_endpoint(method, url, table)
+    return None if endpoint is None else read_call(endpoint, url, headers, raw)
+
+
+def read_call(endpoint: tuple[Provider, Protocol], url: str,
+              headers: Iterable[tuple[str, str]], raw: bytes) -> LlmCall:
+    """The `LlmCall` of a request to a known LLM endpoint (`llm_endpoint`);
+    `Unreadable` when its body is not a JSON object with a model."""
     body = loads(raw)
     if not isinstance(body, dict):
         raise Unreadable("the body is not a JSON object")
     if not isinstance(body.get("model"), str):
         raise Unreadable("the body names no model")
     headers = tuple(headers)
-    provider, protocol = match
+    provider, protocol = endpoint
     return LlmCall(
         provider=provider,
         protocol=protocol,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..health.exhaustion import JSON, Failure, exhausted_answer
-from ..health.hints import parse_hints
+from ..health.hints import Hints, parse_hints
 from ..health.state import Conversations, Cooling, Health, ProtocolMemory, key_scope, model_scope
 from ..health.verdict import Action, Outcome, Scope, Verdict, error_info, judge
 from ..plan import Candidate, plan
@@ -219,7 +219,7 @@ class Dispatcher:
         outcome = exchanged
         verdict = judge(outcome, self.clock())
         if verdict.action is Action.DELIVER:
-            self._served(ctx, candidate, record)
+            self._served(ctx, candidate, record, verdict.hints)
             return self._whole_answer(bridge, outcome, own_call(call, candidate))
         if verdict.action is Action.PASS_THROUGH:
             self._finish(ctx, candidate, record, str(outcome.status))
@@ -315,7 +315,8 @@ class Dispatcher:
         if history is not None:
             self.conversations.put(bridge.response_id, history)
 
-    def _served(self, ctx: _Context, candidate: Candidate, record: AttemptRecord) -> None:
+    def _served(self, ctx: _Context, candidate: Candidate, record: AttemptRecord,
+                hints: Hints | None = None) -> None:
         """Success: remember a protocol this call had to switch to, reset
         backoff, and put aside a key whose bucket is now empty, before it
         ever sees a 429."""
@@ -326,7 +327,8 @@ class Dispatcher:
             self.protocols.put(provider, candidate.model, ctx.call.protocol, candidate.protocol)
         key = key_scope(provider, candidate.fingerprint)
         self.health.succeeded(key, model_scope(provider, candidate.model))
-        empty_for = parse_hints(dict(record.response_headers), None, self.clock()).exhausted_reset
+        hints = hints or parse_hints(dict(record.response_headers), None, self.clock())
+        empty_for = hints.exhausted_reset
         if empty_for:
             self.health.cool(key, min(empty_for, self.config.cooldown.ceiling),
                              Reason.REMAINING_ZERO)
