@@ -8,20 +8,24 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 
 from support.loopserver import LoopServer, Script, Seen
 from support.fakeprovider import chat_events, response_events, sse_bytes
 from switchback.config import parse_config
-from switchback.engine.delivery import Committed
+from switchback.engine.delivery import Committed, deliver
+from switchback.engine.gate import Head
 from switchback.engine.dispatch import Answer, Dispatcher, Result
 from switchback.engine.upstream import Upstream
 from switchback.health.state import Conversations, Health, ProtocolMemory, key_scope
 from switchback.health.stores import Stores
 from switchback.protocols import sse
+from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
+from switchback.protocols.sse import EventTooLarge, SseParser
 from switchback.providers import ProviderTable
 from switchback.recognise import fingerprint, recognise
-from switchback.vocabulary import CallOutcome, Reason
+from switchback.vocabulary import CallOutcome, Protocol, Reason
 
 KEY_ONE, KEY_TWO = "sk-key-one-0001", "sk-key-two-0002"
 OPEN: list[Upstream] = []  # upstream clients to close when the test's server stops
@@ -263,3 +267,84 @@ def test_the_first_byte_timeout_moves_on():
         assert result.outcome is CallOutcome.EXHAUSTED
         assert "timeout" in str(result.trail)
     serve(lambda seen: Script.sse([STREAM], delay=3), test)
+
+
+def test_odd_choices_in_a_translated_head_do_not_break_the_stream():
+    events = chat_events("m", "fine", usage=True)
+    stream = b'data: {"choices": [null, "x"]}\n\n' + sse_bytes(events)
+
+    def handler(seen: Seen) -> Script:
+        if seen.path.endswith("/responses"):
+            return Script.json(404, {"error": {"code": "unknown_url",
+                                               "message": "Unknown request URL"}})
+        return Script.sse([stream])
+
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), "/responses", stream=True)()
+        body = (await body_of(result)).decode()
+        assert '"delta":"fine"' in body and "response.completed" in body
+    serve(handler, test)
+
+
+class Clumsy:
+    """A shaper with a bug: it raises on the third event."""
+
+    def __init__(self) -> None:
+        self.complete, self.seen = False, 0
+
+    def feed(self, event) -> bytes:
+        self.seen += 1
+        if self.seen == 3:
+            raise RuntimeError("a bug")
+        return event.raw
+
+    def finish(self) -> bytes:
+        return b""
+
+    def fail(self, message: str) -> bytes:
+        return b"data: [FAILED]\n\n"
+
+
+async def delivered(pieces, shaper, fault: BaseException | None = None) -> tuple[bytes, int]:
+    """What `deliver` makes of `pieces` (and a fault after them); how often it completed."""
+    completions = []
+
+    async def chunks():
+        for piece in pieces:
+            yield piece
+        if fault is not None:
+            raise fault
+
+    parser = SseParser()
+    rest = deliver(chunks(), parser, shaper, lambda b: b, lambda: completions.append(1))
+    return b"".join([piece async for piece in rest]), len(completions)
+
+
+def test_a_bug_after_commit_still_ends_the_stream_in_the_clients_protocol():
+    body, _ = asyncio.run(delivered([STREAM], Clumsy()))
+    assert body.endswith(b"data: [FAILED]\n\n")
+
+
+@pytest.mark.parametrize("fault", [aiohttp.ClientPayloadError("payload is not completed"),
+                                   ConnectionResetError()], ids=["unfinished", "reset"])
+def test_a_break_after_the_answer_completed_adds_no_failure(fault):
+    body, completions = asyncio.run(delivered([STREAM], ChatPassthrough(), fault))
+    assert body == STREAM and completions == 1
+    responses = sse_bytes(response_events("m", "done"))
+    body, completions = asyncio.run(delivered([responses], ResponsesPassthrough(), fault))
+    assert body == responses and completions == 1
+
+
+def test_a_break_before_the_answer_completed_ends_it_as_failed():
+    body, completions = asyncio.run(delivered([STREAM[:300]], ChatPassthrough(),
+                                              ConnectionResetError()))
+    assert b"switchback_stream_broken" in body and body.endswith(b"data: [DONE]\n\n")
+    assert completions == 0
+
+
+def test_a_head_that_never_decides_is_bounded(monkeypatch):
+    monkeypatch.setattr(sse, "MAX_EVENT", 1000)
+    head = Head(Protocol.CHAT)
+    with pytest.raises(EventTooLarge):
+        for _ in range(100):
+            head.take(SseParser().feed(b": keepalive " + b"x" * 50 + b"\n\n"))

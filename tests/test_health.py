@@ -145,3 +145,11 @@ def test_entry_bounded_stores_evict_least_recently_used(clock):
     for i in range(10):
         store.put(i, i, 60)
     assert [k for k, _ in store.items()] == [7, 8, 9]
+
+
+def test_a_spent_key_in_a_burst_still_cools_long(health, clock):
+    started = clock.now - 1  # both attempts were in flight together
+    assert health.record(verdict(), KEY, MODEL, started=started) == 1  # a 429: a second
+    assert health.record(verdict(long=True, reason=Reason.QUOTA), KEY, MODEL,
+                         started=started) == 3600  # then its quota is gone: an hour
+    assert health.cooling(KEY).reason is Reason.QUOTA

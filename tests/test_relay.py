@@ -36,11 +36,14 @@ def request(token: str) -> bytes:
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:
-    """One chunked (or empty 404) response off a kept-alive connection."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    if b"content-length: 0" in head:
-        return head
-    return head + await reader.readuntil(b"0\r\n\r\n")
+    """One chunked or sized response off a kept-alive connection (bounded in time)."""
+    async def read() -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.decode().lower().split("\r\n"):
+            if line.startswith("content-length:"):
+                return head + await reader.readexactly(int(line.split(":")[1]))
+        return head + await reader.readuntil(b"0\r\n\r\n")
+    return await asyncio.wait_for(read(), 10)
 
 
 async def fetch(relay: Relay, token: str) -> bytes:
@@ -92,7 +95,11 @@ def test_one_connection_serves_stream_after_stream():
             assert (await read_response(reader)).endswith(
                 f"9\r\ndata: {n}\n\n\r\n0\r\n\r\n".encode())
         writer.write(request("nope"))
-        assert (await read_response(reader)).startswith(b"HTTP/1.1 404")
+        gone = await read_response(reader)
+        assert gone.startswith(b"HTTP/1.1 502") and b"switchback_stream_gone" in gone
+        upstream = Upstream([b"data: after\n\n"])  # and the connection still serves
+        writer.write(request(relay.park(upstream.committed())))
+        assert b"data: after" in await read_response(reader)
         writer.close()
     run(test)
 
@@ -104,7 +111,7 @@ def test_uncollected_stream_expires_and_closes_its_upstream():
         token = relay.park(upstream.committed())
         await eventually(lambda: upstream.closed)
         assert upstream.closed == 1  # closed although its body never started
-        assert (await fetch(relay, token)).startswith(b"HTTP/1.1 404")  # single use, and gone
+        assert (await fetch(relay, token)).startswith(b"HTTP/1.1 502")  # single use, and gone
     run(test)
 
 
@@ -114,7 +121,7 @@ def test_a_discarded_stream_is_closed_and_gone():
         token = relay.park(upstream.committed())
         assert await relay.discard(token) and upstream.closed == 1
         assert not await relay.discard(token)
-        assert (await fetch(relay, token)).startswith(b"HTTP/1.1 404")
+        assert (await fetch(relay, token)).startswith(b"HTTP/1.1 502")
     run(test)
 
 
@@ -128,4 +135,16 @@ def test_hangup_stops_the_pump_and_closes_the_upstream():
         await eventually(lambda: upstream.closed)
         # Checked before the relay stops: stopping closes streams by itself.
         assert upstream.closed == 1 and not upstream.finished
+    run(test)
+
+
+def test_an_absolute_form_request_target_is_served():
+    async def test(relay: Relay) -> None:
+        upstream = Upstream([b"data: a\n\n"])
+        token = relay.park(upstream.committed())
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(f"POST http://api.example/{token} HTTP/1.1\r\nhost: x\r\n"
+                     f"content-length: 0\r\n\r\n".encode())
+        assert b"data: a" in await read_response(reader)
+        writer.close()
     run(test)

@@ -9,10 +9,11 @@ import time
 from urllib.request import urlopen
 
 import pytest
+from mitmproxy import io
 
 from support.connectproxy import ConnectProxy
 from support.fakeprovider import CHAT, Reply
-from support.proxy import ADDON, BIN, free_port
+from support.proxy import ADDON, BIN, free_port, running_proxy
 
 PAIR = """
 providers:
@@ -131,3 +132,22 @@ def test_addon_makes_connections_lazy_so_a_dead_origin_can_fall_back(fakes, prox
     answer = running.openai(dead_url).chat.completions.create(model="m", messages=[])
     assert answer.choices[0].message.content == "hello from backup"
     assert "setting connection_strategy=lazy" in running.output()
+
+
+def test_relayed_streams_can_be_saved_and_read_back(fakes, tmp_path, confdir, server_cert):
+    primary, backup = fakes("primary"), fakes("backup")
+    saved = tmp_path / "flows.mitm"
+    with running_proxy(tmp_path, confdir, server_cert.ca,
+                       PAIR.format(primary=primary.base_url, backup=backup.base_url),
+                       extra=("-w", str(saved))) as running:
+        client = running.openai(primary.base_url)
+        chunks = list(client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+            "hello from primary"
+    # mitmdump has stopped: everything it wrote is on disk.
+    with saved.open("rb") as f:
+        (flow,) = list(io.FlowReader(f).stream())
+    assert flow.request.pretty_url == primary.base_url + "/chat/completions"
+    assert flow.response.status_code == 200 and flow.error is None
+    assert "Traceback" not in running.output()

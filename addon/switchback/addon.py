@@ -35,22 +35,23 @@ logger = logging.getLogger(__name__)
 # pure cost when mitmproxy logs at debug level.
 for _name in ("aiohttp",):
     logging.getLogger(_name).setLevel(logging.WARNING)
-RELAYED = "switchback_relayed"  # flow.metadata key: the relay token and what the client sent
+RELAYED = "switchback_relay_token"  # flow.metadata key: the token of a relayed flow
 SWITCHED, FAILED_OVER = ":arrows_counterclockwise:", ":twisted_rightwards_arrows:"
 HANGUP_POLL = 0.25  # seconds between looks at whether the client is still there
 
 
 def client_gone(client: connection.Client) -> bool:
-    """The client closed (or lost) its connection: nobody waits for the answer."""
+    """The client closed (or lost) its connection: nobody waits for the answer.
+    A client that only half-closes after its request counts as gone too;
+    HTTP clients do not do that."""
     return not client.state & connection.ConnectionState.CAN_READ
 
 
 @dataclasses.dataclass
 class Relayed:
-    """A flow pointed at the relay: its token, and the request the client
-    sent, put back for display once the relay answers."""
+    """What the client sent, put back on its flow for display once the relay
+    answers."""
 
-    token: str
     sent: tuple
 
     @classmethod
@@ -59,17 +60,18 @@ class Relayed:
         needs neither — and keep what it was. Set on `request.data` directly:
         the URL setter would parse and check again what is known here."""
         data = request.data
-        relayed = cls(token, (data.scheme, data.host, data.port, data.path, data.headers,
-                              data.content))
+        relayed = cls((data.scheme, data.host, data.port, data.path, data.authority,
+                       data.headers, data.content))
         data.scheme, data.host, data.port = b"http", "127.0.0.1", port
-        data.path = f"/{token}".encode()
+        data.path, data.authority = f"/{token}".encode(), b""
         data.headers = http.Headers(host=f"127.0.0.1:{port}", content_length="0")
         data.content = b""
         return relayed
 
     def restore(self, request: http.Request) -> None:
         data = request.data
-        data.scheme, data.host, data.port, data.path, data.headers, data.content = self.sent
+        (data.scheme, data.host, data.port, data.path, data.authority, data.headers,
+         data.content) = self.sent
 
 
 class Switchback:
@@ -83,6 +85,9 @@ class Switchback:
         self.status = StatusServer(self.status_document, self.metrics, self.reset_command)
         self.dispatcher: Dispatcher | None = None
         self.retired: list[Upstream] = []  # clients replaced by a reconfigure
+        # Relayed flows by token, until the relay answers them. Flow metadata
+        # holds only the token: mitmproxy must be able to save every flow.
+        self.relayed: dict[str, Relayed] = {}
         self.announce = True  # write one log line per call
 
     def load(self, loader) -> None:
@@ -194,7 +199,8 @@ class Switchback:
                 [(k.encode(), v.encode()) for k, v in delivery.headers]))
             return
         token = self.relay.park(delivery)
-        flow.metadata[RELAYED] = Relayed.point(flow.request, self.relay.port, token)
+        flow.metadata[RELAYED] = token
+        self.relayed[token] = Relayed.point(flow.request, self.relay.port, token)
         flow.server_conn.via = None  # the relay is local even in upstream-proxy mode
 
     def _recognise(self, flow: http.HTTPFlow) -> LlmCall | None:
@@ -247,16 +253,18 @@ class Switchback:
             timer.cancel()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        relayed = flow.metadata.get(RELAYED)
-        if relayed and flow.response is not None:
+        relayed = self.relayed.pop(flow.metadata.get(RELAYED, ""), None)
+        if relayed is not None and flow.response is not None:
             flow.response.stream = True
             relayed.restore(flow.request)
 
     async def error(self, flow: http.HTTPFlow) -> None:
         """A relayed flow that died before the relay answered: close its stream now."""
-        relayed = flow.metadata.get(RELAYED)
-        if relayed:
-            await self.relay.discard(relayed.token)
+        token = flow.metadata.get(RELAYED, "")
+        relayed = self.relayed.pop(token, None)
+        if relayed is not None:
+            relayed.restore(flow.request)
+            await self.relay.discard(token)
 
     def _report(self, flow: http.HTTPFlow, call: LlmCall, result: Result,
                 seconds: float) -> None:

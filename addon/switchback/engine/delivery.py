@@ -10,6 +10,7 @@ never take a cut stream for a complete one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from ..protocols.shapers import StreamShaper
 from ..protocols.sse import EventTooLarge, SseParser
 from .gate import Head
 from .upstream import TRANSPORT_ERRORS, transport_failure
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +62,20 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
         yield redact((shaper.feed(tail) if tail is not None else b"") + shaper.finish())
         completed()
     except EventTooLarge as exc:
-        yield shaper.fail(f"upstream stream broke: {exc}")
+        yield _broken(shaper, str(exc), completed)
     except TRANSPORT_ERRORS as exc:
-        yield shaper.fail(f"upstream stream broke: {transport_failure(exc)}")
+        yield _broken(shaper, transport_failure(exc), completed)
+    except Exception:  # a bug of ours must still end the client's stream properly
+        logger.exception("switchback: error while delivering a stream")
+        yield _broken(shaper, "Switchback failed while delivering the stream", completed)
+
+
+def _broken(shaper: StreamShaper, why: str, completed: Callable[[], None]) -> bytes:
+    """The end of a stream whose upstream broke: nothing more when the answer
+    had already completed (the break came after its last event), else the
+    client's protocol's way of saying the stream failed."""
+    if shaper.complete:
+        completed()
+        return b""
+    return shaper.fail(f"upstream stream broke: {why}")
 

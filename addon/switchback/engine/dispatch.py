@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from .upstream import (TRANSPORT_ERRORS, Response, Upstream, is_event_stream, ke
                        read_body, transport_failure)
 
 MAX_ERROR_BODY = 1 << 20
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,14 +93,16 @@ class _Context:
     trail: Trail = field(default_factory=Trail)
     failures: list[Failure] = field(default_factory=list)
     dead_providers: set[str] = field(default_factory=set)
-    protocol_for: dict[str, Protocol] = field(default_factory=dict)  # switched in this call
+    # Where this call found an endpoint missing: (provider, model) → the protocol to speak.
+    protocol_for: dict[tuple[str, str], Protocol] = field(default_factory=dict)
     switch: Candidate | None = None  # the same candidate in the other protocol, to try next
     served_by: Candidate | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     def in_call_protocol(self, candidate: Candidate) -> Candidate:
         """A provider switched earlier in this call stays switched for its other keys."""
-        protocol = self.protocol_for.get(candidate.provider.name, candidate.protocol)
+        protocol = self.protocol_for.get((candidate.provider.name, candidate.model),
+                                         candidate.protocol)
         return candidate if protocol is candidate.protocol else candidate.switched()
 
     def label(self, candidate: Candidate) -> str:
@@ -266,13 +270,17 @@ class Dispatcher:
                                 lambda: keep_waiting(response, timeouts.idle))
                 if head.failure is None:
                     shaper = bridge.shaper()
-                    committed = True
-                    return Committed(
-                        200, record.response_headers,
-                        first_bytes(head, shaper, ctx.redact.bytes),
-                        deliver(chunks, parser, shaper, ctx.redact.bytes,
-                                lambda: self._remember(bridge, shaper)),
-                        response.close)
+                    try:
+                        first = first_bytes(head, shaper, ctx.redact.bytes)
+                    except Exception:  # a head the shaper cannot read: move on, say why
+                        logger.exception("switchback: could not shape a stream's head")
+                        return Outcome(response.status, response.headers,
+                                       failure=FailureKind.MALFORMED, client_key=client_key)
+                    committed = True  # the stream owns the upstream answer now
+                    return Committed(200, record.response_headers, first,
+                                     deliver(chunks, parser, shaper, ctx.redact.bytes,
+                                             lambda: self._remember(bridge, shaper)),
+                                     response.close)
                 record.response_body = ctx.redact.bytes(head.raw())
                 culprit = head.culprit.data if head.culprit and head.culprit.data else ""
                 return Outcome(response.status, response.headers, culprit.encode(),
@@ -323,7 +331,7 @@ class Dispatcher:
         self._finish(ctx, candidate, record, str(record.status))
         ctx.served_by = candidate
         provider = candidate.provider.name
-        if ctx.protocol_for.get(provider) is candidate.protocol:
+        if ctx.protocol_for.get((provider, candidate.model)) is candidate.protocol:
             self.protocols.put(provider, candidate.model, ctx.call.protocol, candidate.protocol)
         key = key_scope(provider, candidate.fingerprint)
         self.health.succeeded(key, model_scope(provider, candidate.model))
@@ -350,10 +358,10 @@ class Dispatcher:
         if seconds and verdict.cooldown is not None:
             record.scope = verdict.cooldown.scope
         if verdict.action is Action.SWITCH_PROTOCOL and candidate.can_switch \
-                and provider not in ctx.protocol_for:
+                and (provider, candidate.model) not in ctx.protocol_for:
             # The endpoint does not exist here: the same candidate, other protocol.
             ctx.switch = candidate.switched()
-            ctx.protocol_for[provider] = ctx.switch.protocol
+            ctx.protocol_for[provider, candidate.model] = ctx.switch.protocol
             record.switched_to = ctx.switch.protocol
             result += f" (switch to {ctx.switch.protocol})"
         elif verdict.action in (Action.SWITCH_PROTOCOL, Action.NEXT_PROVIDER):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 
+from ..protocols import sse
 from ..protocols.kinds import Signal, classify
-from ..protocols.sse import Event, SseParser
+from ..protocols.sse import Event, EventTooLarge, SseParser
 from ..vocabulary import FailureKind, Protocol
 
 _FAILURES = {Signal.ERROR: FailureKind.ERROR_EVENT, Signal.MALFORMED: FailureKind.MALFORMED,
@@ -26,13 +27,18 @@ class Head:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self.held: list[Event] = []
+        self.size = 0  # bytes held
         self.signal = Signal.HOLD
         self.culprit: Event | None = None  # the event that decided
 
     def take(self, events: Iterable[Event]) -> bool:
-        """Hold `events`; True once the head has decided."""
+        """Hold `events`; True once the head has decided. EventTooLarge when
+        what is held before any answer outgrows what one event may be."""
         for event in events:
             self.held.append(event)
+            self.size += len(event.raw)
+            if self.signal is Signal.HOLD and self.size > sse.MAX_EVENT:
+                raise EventTooLarge(f"{self.size} bytes before any answer")
             if self.signal is Signal.HOLD:
                 signal = classify(self.protocol, event)
                 if signal is not Signal.HOLD:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import secrets
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 from .delivery import Committed
 
@@ -143,9 +144,11 @@ class _Connection(asyncio.Protocol):
             return  # its body (the addon sends none) is still on its way
         del self.buffer[:end + 4 + length]
         parts = lines[0].split(" ")
-        stream = self.relay.collect(parts[1].lstrip("/")) if len(parts) >= 2 else None
+        # The token is the path, whatever form the request target takes.
+        token = urlsplit(parts[1]).path.lstrip("/") if len(parts) >= 2 else ""
+        stream = self.relay.collect(token)
         if stream is None:
-            self.transport.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            self.transport.write(_GONE)
             return self._next_request()
         self.transport.write(_head(stream) + _chunk(stream.first))
         self.pump = asyncio.ensure_future(self._pump(stream))
@@ -163,10 +166,22 @@ class _Connection(asyncio.Protocol):
                     await self.writable
             if self.transport is not None:
                 self.transport.write(b"0\r\n\r\n")
+        except Exception:
+            # Never leave mitmproxy waiting on a body that will not end.
+            logger.exception("switchback: a relayed stream failed")
+            if self.transport is not None:
+                self.transport.abort()
+            return
         finally:
             await stream.aclose()
             self.pump = None
         self._next_request()
+
+
+_GONE_BODY = (b'{"error":{"message":"Switchback: this answer was not collected in time and is '
+              b'gone","type":"server_error","code":"switchback_stream_gone"}}')
+_GONE = (b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+         b"content-length: %d\r\n\r\n%s" % (len(_GONE_BODY), _GONE_BODY))
 
 
 def _head(stream: Committed) -> bytes:

@@ -116,8 +116,10 @@ class Upstream:
             self._session = self._open()
         timeout = self._timeouts.get(read_timeout)
         if timeout is None:
+            # `connect` also bounds name resolution and an upstream proxy's CONNECT.
             timeout = self._timeouts[read_timeout] = aiohttp.ClientTimeout(
-                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout)
+                total=None, connect=self._connect_timeout, sock_connect=self._connect_timeout,
+                sock_read=read_timeout)
         return await self._session.post(url, data=body, headers=list(headers),
                                         proxy=self._proxy, allow_redirects=False,
                                         timeout=timeout)

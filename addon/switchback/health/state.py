@@ -68,14 +68,19 @@ class Health:
         counted = self.policy.strike(strikes, now, now if started is None else started)
         hint = verdict.hints.wait
         if counted is None:
-            # Its burst was answered already; only the provider's word can lengthen that.
-            current = self.cooling(scope)
-            if hint is not None and not cooldown.long and (
-                    current is None or now + hint > current.until):
+            # Its burst was answered already. Only facts lengthen that: the
+            # provider's hint, or a verdict that the key is spent or dead.
+            if cooldown.long:
+                seconds = self.policy.long_duration(hint)
+            elif hint is not None:
                 seconds = self.policy.duration(hint, 1, 0.0)
-                self.cool(scope, seconds, verdict.reason, verdict.no_retry)
-                return seconds
-            return None
+            else:
+                return None
+            current = self.cooling(scope)
+            if current is not None and now + seconds <= current.until:
+                return None
+            self.cool(scope, seconds, verdict.reason, verdict.no_retry)
+            return seconds
         if cooldown.long:
             seconds = self.policy.long_duration(hint)
         elif hint is None and counted.count < cooldown.after:

@@ -46,25 +46,24 @@ def chat_error(message: str, code: str = BROKEN) -> bytes:
 
 
 class ChatPassthrough:
-    """A chat/completions stream forwarded as is."""
+    """A chat/completions stream forwarded as is. Its answer is complete at
+    the chunk with a finish_reason (what may follow — usage, `[DONE]` — adds
+    nothing a client must have)."""
 
     def __init__(self) -> None:
         self.complete = False
-        self._finished = False
 
     def feed(self, event: Event) -> bytes:
-        if is_done(event):
-            self.complete = True
-        elif not self._finished:
-            self._finished = chat_finished(event)
+        if not self.complete:
+            self.complete = chat_finished(event) or is_done(event)
         return event.raw
 
     def finish(self) -> bytes:
-        if self.complete or self._finished:
-            return b""
         return self.fail("upstream stream ended before the answer was complete")
 
     def fail(self, message: str) -> bytes:
+        if self.complete:
+            return b""
         self.complete = True
         return chat_error(message)
 
@@ -90,11 +89,11 @@ class ResponsesPassthrough:
         return event.raw
 
     def finish(self) -> bytes:
-        if self.complete:
-            return b""
         return self.fail("upstream stream ended before response.completed")
 
     def fail(self, message: str) -> bytes:
+        if self.complete:
+            return b""
         self.complete = True
         last = self._last.json() if self._last is not None else None
         sequence = last.get("sequence_number") if isinstance(last, dict) else None

@@ -132,8 +132,9 @@ class ChatToResponsesStream:
         if payload.get("error") is not None:
             return self._upstream_error(payload["error"])
         out = self._start(payload)
-        for choice in payload.get("choices") or []:
-            if choice.get("index", 0) == 0:
+        choices = payload.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 out += self._choice(choice)
         if payload.get("usage"):
             self._usage = payload["usage"]
@@ -200,15 +201,17 @@ class ChatToResponsesStream:
     # chunks
 
     def _choice(self, choice: dict) -> bytes:
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         out = b""
         if reasoning := reasoning_of(delta):
             out += self._text_delta("summary_text", reasoning)
         for kind, key in (("output_text", "content"), ("refusal", "refusal")):
             if isinstance(delta.get(key), str) and delta[key]:
                 out += self._text_delta(kind, delta[key])
-        for fragment in delta.get("tool_calls") or []:
-            out += self._call_fragment(fragment)
+        fragments = delta.get("tool_calls")
+        for fragment in fragments if isinstance(fragments, list) else []:
+            if isinstance(fragment, dict):
+                out += self._call_fragment(fragment)
         if choice.get("finish_reason"):
             self._finish = choice["finish_reason"]
         return out
@@ -412,7 +415,10 @@ class ResponsesToChatStream:
         kind = event_type(event)
         if kind in RESPONSES_ERROR:
             # `error` events carry message/code; response.failed nests them.
-            error = (payload.get("response") or {}).get("error") or payload
+            response = payload.get("response")
+            error = (response.get("error") if isinstance(response, dict) else None) or payload
+            if not isinstance(error, dict):
+                error = {"message": str(error)}
             return self._error(str(error.get("message") or "upstream stream failed"),
                                str(error.get("code") or "upstream_error"))
         if kind in RESPONSES_PREAMBLE:
