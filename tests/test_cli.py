@@ -149,7 +149,7 @@ def test_run_refuses_a_broken_config_before_starting(tmp_path):
                       "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)  # ./switchback.yaml
     assert done.returncode == 2
     assert "switchback.yaml: providers.p.protocol: unknown protocol 'grpc'" in done.stderr
-    assert "fix: use one of: auto, chat, responses" in done.stderr
+    assert "Fix: use one of: auto, chat, responses" in done.stderr
     assert not (tmp_path / "certs").exists()  # nothing was started or made
 
 
@@ -161,7 +161,13 @@ def test_run_command_line():
     assert command[3:] == ["--listen-host", "::1", "--listen-port", "9000",
                            "--set", "confdir=/c", "--set", "connection_strategy=lazy",
                            "--set", "switchback_config=/s.yaml",
-                           "--set", "switchback_intercept=all", "-v"]
+                           "--set", "switchback_intercept=all",
+                           "--set", "web_columns=tls,icon,path,method,status,size,time,comment",
+                           "-v"]
+    own = cli.proxy_command("mitmweb", "::1", 9000, certs, None, False,
+                            ["--set", "web_columns=path,comment"])
+    assert own[-2:] == ["--set", "web_columns=path,comment"]
+    assert sum("web_columns" in arg for arg in own) == 1
     plain = cli.proxy_command("mitmdump", "127.0.0.1", 8080, certs, None, False, [])
     assert plain[0] == str(BIN / "mitmdump")
     assert not any(arg.startswith(("switchback_config", "switchback_intercept")) for arg in plain)
@@ -188,8 +194,76 @@ def test_check_names_the_key_and_the_fix(tmp_path):
     config.write_text(BROKEN)
     done = switchback("check", str(config))
     assert done.returncode == 1
-    assert done.stderr == (f"{config}: providers.p.protocol: unknown protocol 'grpc'\n"
-                           f"  fix: use one of: auto, chat, responses\n")
+    assert done.stderr == (f"{config}: providers.p.protocol: unknown protocol 'grpc'. "
+                           f"Fix: use one of: auto, chat, responses\n"
+                           f"1 problem in {config}\n")
+
+
+def test_check_lists_every_problem_in_one_run(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("""
+providers:
+  a: {base_url: "ftp://nowhere", keys: ["${SWITCHBACK_TEST_UNSET}"]}
+  b: {base_url: "https://localhost:9002/v1", protocol: grpc, colour: red}
+fallbacks:
+  "*": [b/*, nobody/*, "no-slash"]
+timeouts: {first_byte: soon}
+cooldown: {window: -1}
+conversations: {max_size: lots}
+tiemouts: {}
+""")
+    done = switchback("check", str(config))
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    keys = [line.split(": ")[1] for line in lines[:-1]]
+    assert sorted(keys) == sorted([
+        "tiemouts", "providers.a.base_url", "providers.a.keys[0]", "providers.b.colour",
+        "providers.b.protocol", "fallbacks.*[1]", "fallbacks.*[2]", "timeouts.first_byte",
+        "cooldown.window", "conversations.max_size"])
+    assert all(line.startswith(f"{config}: ") and ". Fix: " in line for line in lines[:-1])
+    assert lines[-1] == f"10 problems in {config}"
+    assert "Traceback" not in done.stderr
+
+
+def test_addon_path_is_the_entry_script_inside_the_package():
+    done = switchback("addon-path")
+    script = Path(done.stdout.strip())
+    assert done.returncode == 0 and script.is_file()
+    assert script.parent.parent == Path(cli.__file__).parent  # switchback/entry/…
+    assert "addons = [Switchback()]" in script.read_text()
+
+
+@pytest.mark.parametrize("command", [["env"], ["addon-path"], ["--help"]])
+def test_output_piped_into_a_reader_that_leaves_early_is_no_error(tmp_path, command):
+    shell = f"{shlex.quote(str(SWITCHBACK))} {' '.join(command)} | head -c 1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True,
+                          text=True, timeout=60, env={"SWITCHBACK_HOME": str(tmp_path),
+                                                      "PATH": "/usr/bin:/bin"})
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize("version,bypassed", [
+    ("v20.20.2", True), ("v22.20.0", True), ("v22.21.0", False), ("v22.22.1", False),
+    ("v23.11.0", True), ("v24.4.1", True), ("v24.5.0", False), ("v25.1.0", False),
+    ("v18.0.0", True), ("not a version", False),
+])
+def test_node_releases_whose_fetch_ignores_the_proxy_get_the_fix(version, bypassed):
+    advice = cli.node_advice(version + "\n")
+    assert (advice is not None) is bypassed
+    if advice:
+        assert "22.21" in advice and "24.5" in advice and "EnvHttpProxyAgent" in advice
+
+
+def test_env_warns_about_the_node_on_path(tmp_path):
+    node = tmp_path / "bin" / "node"
+    node.parent.mkdir()
+    node.write_text("#!/bin/sh\necho v20.20.2\n")
+    node.chmod(0o755)
+    done = switchback("env", env={"SWITCHBACK_HOME": str(tmp_path), "PATH": f"{node.parent}"})
+    assert done.returncode == 0
+    assert "Node v20.20.2 ignores NODE_USE_ENV_PROXY" in done.stderr
+    assert "export HTTPS_PROXY=" in done.stdout
 
 
 def test_check_says_ok_with_a_summary(tmp_path):

@@ -3,13 +3,17 @@ view of a call, and mitmproxy's upstream TLS and upstream-proxy options."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import subprocess
 import time
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
+import aiohttp
 import pytest
 from mitmproxy import io
+from mitmproxy.version import VERSION
 
 from support.connectproxy import ConnectProxy
 from support.fakeprovider import CHAT, Reply
@@ -40,9 +44,32 @@ def test_malformed_config_stops_the_proxy_with_file_key_and_fix(tmp_path, confdi
     assert "Fix: use one of: auto, chat, responses" in output
 
 
+WEB_PASSWORD = "switchback-test"
+# mitmweb 12 asks for a token (web_password); mitmweb 11 has no such option.
+WEB_AUTH = ("--set", f"web_password={WEB_PASSWORD}") if int(VERSION.split(".")[0]) >= 12 else ()
+
+
+def web_get(web_port: int, path: str) -> bytes:
+    request = Request(f"http://127.0.0.1:{web_port}{path}",
+                      headers={"authorization": f"Bearer {WEB_PASSWORD}"})
+    with urlopen(request, timeout=5) as answer:
+        return answer.read()
+
+
 def flows(web_port: int) -> list[dict]:
-    with urlopen(f"http://127.0.0.1:{web_port}/flows", timeout=5) as answer:
-        return json.load(answer)
+    return json.loads(web_get(web_port, "/flows"))
+
+
+def settled_flows(web_port: int, count: int) -> list[dict]:
+    """The commented flows once `count` are there and every response has ended."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = [f for f in flows(web_port) if f.get("comment")]
+        if len(seen) >= count and all(f.get("response") and f["response"].get(
+                "timestamp_end") for f in seen):
+            return seen
+        time.sleep(0.1)
+    return seen
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -51,7 +78,7 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
     web_port = free_port()
     running = proxy(PAIR.format(primary=primary.base_url, backup=backup.base_url),
                     tool="mitmweb", extra=("--set", f"web_port={web_port}",
-                                           "--set", "web_open_browser=false"))
+                                           "--set", "web_open_browser=false", *WEB_AUTH))
     primary.script(LIMITED)
     client = running.openai(primary.base_url)
     messages = [{"role": "user", "content": "hi"}]
@@ -59,19 +86,20 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
         list(client.chat.completions.create(model="m", messages=messages, stream=True))
     else:
         client.chat.completions.create(model="m", messages=messages)
-    deadline = time.monotonic() + 10
-    while len(seen := [f for f in flows(web_port) if f.get("comment")]) < 3 and \
-            time.monotonic() < deadline:
-        time.sleep(0.1)
+    seen = settled_flows(web_port, 3)
     client_flows = [f for f in seen if not f["comment"].startswith("Switchback attempt")]
     attempts = [f for f in seen if f["comment"].startswith("Switchback attempt")]
     assert len(client_flows) == 1
     flow = client_flows[0]
     assert (flow["request"]["host"], flow["request"]["port"], flow["request"]["path"]) == \
         ("localhost", primary.port, "/v1/chat/completions")
-    assert flow["comment"] == "primary 429 (retry 20s) → backup 200"
+    # The comment column (mitmweb's web_columns) shows the marks, the attempts and the trail.
+    assert flow["comment"] == "🔀 2 attempts: primary 429 (retry 20s) → backup 200"
     assert flow["response"]["status_code"] == 200
     assert flow["marked"] == "🔀"  # failed over
+    # The answer's body is viewable, streamed or not.
+    body = web_get(web_port, f"/flows/{flow['id']}/response/content.data")
+    assert b"hello " in body and b"backup" in body
     # Each upstream attempt is a flow of its own, linked to the client's.
     assert [(a["request"]["port"], a["response"]["status_code"]) for a in attempts] == \
         [(primary.port, 429), (backup.port, 200)]
@@ -81,6 +109,22 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
     assert "<key #" in everything  # credentials shown as fingerprints
 
 
+def test_mitmweb_shows_a_call_that_failed_over_and_was_translated_as_both(fakes, proxy):
+    primary, backup = fakes("primary"), fakes("backup", paths=(CHAT,))
+    web_port = free_port()
+    running = proxy(PAIR.format(primary=primary.base_url, backup=backup.base_url),
+                    tool="mitmweb", extra=("--set", f"web_port={web_port}",
+                                           "--set", "web_open_browser=false", *WEB_AUTH))
+    primary.script(LIMITED)
+    events = list(running.openai(primary.base_url).responses.create(
+        model="m", input="hi", stream=True))
+    assert events[-1].type == "response.completed"
+    (flow,) = [f for f in settled_flows(web_port, 4)
+               if not f["comment"].startswith("Switchback attempt")]
+    assert flow["comment"].startswith("🔀🔄 3 attempts: primary 429 (retry 20s) → backup 404")
+    assert flow["marked"] == "🔀"
+
+
 def test_upstream_tls_is_verified_by_default(fakes, proxy):
     primary = fakes("primary")
     running = proxy(f'providers: {{primary: {{base_url: "{primary.base_url}"}}}}',
@@ -88,9 +132,15 @@ def test_upstream_tls_is_verified_by_default(fakes, proxy):
     with running.http_client() as http:
         answer = http.post(primary.base_url + "/chat/completions", json={"model": "m"})
     assert answer.status_code == 502  # the fake's private CA is not trusted
-    assert answer.json()["error"]["code"] == "upstream_tls_error"
+    error = answer.json()["error"]
+    assert error["code"] == "upstream_tls_error"
+    where = f"localhost:{primary.port}"
+    # The client and the trail both say which host, why, and the option that fixes it.
+    for text in (error["message"], running.output()):
+        assert where in text and "certificate verify failed" in text
+        assert "ssl_verify_upstream_trusted_ca" in text and "ssl_insecure" in text
     assert primary.count() == 0
-    assert "primary tls error" in running.output()
+    assert "primary tls error (" in running.output()
 
 
 def test_ssl_insecure_is_honoured(fakes, proxy):
@@ -151,3 +201,39 @@ def test_relayed_streams_can_be_saved_and_read_back(fakes, tmp_path, confdir, se
     assert flow.request.pretty_url == primary.base_url + "/chat/completions"
     assert flow.response.status_code == 200 and flow.error is None
     assert "Traceback" not in running.output()
+
+
+async def upgrade(running, url: str) -> int:
+    """A real WebSocket client's upgrade through the proxy: the status it got."""
+    context = ssl.create_default_context(cafile=str(running.ca))
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.ws_connect(url, proxy=running.url, ssl=context):
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+
+
+@pytest.mark.parametrize("path", ["/responses", "/realtime?model=gpt-4o-realtime"])
+def test_a_websocket_upgrade_to_an_llm_endpoint_is_refused_so_clients_use_https(
+        shared, path):
+    primary = shared.fake("primary")
+    running = shared.proxy(f'providers: {{primary: {{base_url: "{primary.base_url}"}}}}\n')
+    url = primary.base_url.replace("https://", "wss://") + path
+    assert asyncio.run(upgrade(running, url)) == 426
+    with running.http_client() as http:  # what the client reads in the 426
+        answer = http.get(primary.base_url + path, headers={
+            "connection": "Upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+            "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert answer.status_code == 426
+    assert answer.json()["error"]["code"] == "websocket_not_supported"
+    assert "supports_websockets" in answer.json()["error"]["message"]
+    assert primary.count() == 0
+
+
+def test_websocket_upgrades_pass_when_told(fakes, proxy):
+    primary = fakes("primary")
+    running = proxy(f'providers: {{primary: {{base_url: "{primary.base_url}"}}}}\n',
+                    extra=("--set", "switchback_websocket=pass"))
+    status = asyncio.run(upgrade(running, primary.base_url.replace("https", "wss") + "/responses"))
+    assert status == 501  # the fake's own answer: it has no GET, let alone WebSocket

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from mitmproxy import command, connection, ctx, exceptions, flow, http, log, tls
 
 from .config import Config, ConfigError, load_config
+from .engine.delivery import Committed
 from .engine.dispatch import Answer, AttemptRecord, Dispatcher, Result
 from .engine.headers import masked
 from .engine.relay import Relay
@@ -36,8 +37,22 @@ logger = logging.getLogger(__name__)
 for _name in ("aiohttp",):
     logging.getLogger(_name).setLevel(logging.WARNING)
 RELAYED = "switchback_relay_token"  # flow.metadata key: the token of a relayed flow
-SWITCHED, FAILED_OVER = ":arrows_counterclockwise:", ":twisted_rightwards_arrows:"
+# mitmweb marks a flow with one emoji (by its shortcode); the comment shows them all.
+MARKS = {"failed over": (":twisted_rightwards_arrows:", "🔀"),
+         "translated": (":arrows_counterclockwise:", "🔄")}
+SHOWN_BODY = 1 << 20  # of a streamed answer, kept for mitmweb or a saved flow
 HANGUP_POLL = 0.25  # seconds between looks at whether the client is still there
+
+
+WEBSOCKET_REFUSED = json.dumps({"error": {
+    "message": "Switchback serves this endpoint over HTTPS, not WebSocket: use the HTTP API "
+               "(Codex CLI: supports_websockets = false, or let it fall back).",
+    "type": "invalid_request_error", "code": "websocket_not_supported"}}).encode()
+
+
+def websocket_path(rest: str) -> bool:
+    """Endpoints clients may try over a WebSocket: /responses, /realtime…"""
+    return rest.startswith(("/responses", "/realtime"))
 
 
 def client_gone(client: connection.Client) -> bool:
@@ -88,6 +103,10 @@ class Switchback:
         # Relayed flows by token, until the relay answers them. Flow metadata
         # holds only the token: mitmproxy must be able to save every flow.
         self.relayed: dict[str, Relayed] = {}
+        # Streams whose delivered bytes are kept for display, by flow id: only
+        # when somebody can look (mitmweb, the console) or flows are saved.
+        self.showing: dict[str, Committed] = {}
+        self.keep_bodies = False
         self.announce = True  # write one log line per call
 
     def load(self, loader) -> None:
@@ -100,6 +119,11 @@ class Switchback:
             "Which hosts to TLS-intercept: 'llm' (only LLM provider hosts, other HTTPS is "
             "tunnelled untouched) or 'all'.", choices=("llm", "all"))
         loader.add_option(
+            "switchback_websocket", str, "refuse",
+            "WebSocket upgrades to a provider's /responses or /realtime: 'refuse' answers "
+            "426 so clients (Codex CLI) use HTTPS, where Switchback does its work; 'pass' "
+            "lets them through untouched, without failover.", choices=("refuse", "pass"))
+        loader.add_option(
             "switchback_status_port", int, 8089,
             "Loopback port for Switchback's /status (JSON) and /metrics (Prometheus); "
             "0 turns them off.")
@@ -109,12 +133,20 @@ class Switchback:
             try:
                 config = load_config(ctx.options.switchback_config)
             except ConfigError as exc:
-                raise exceptions.OptionsError(f"Switchback config error: {exc}") from None
+                many = len(exc.problems) > 1
+                raise exceptions.OptionsError(
+                    f"Switchback config error{'s' if many else ''}:{chr(10) if many else ' '}"
+                    f"{exc}") from None
             if config.conversation_bytes != self.config.conversation_bytes:
                 self.stores = dataclasses.replace(self.stores, conversations=MemoryStore(
                     config.conversation_bytes, sizeof=len))
             self.config, self.table = config, ProviderTable(config.providers)
             self.health.policy = config.cooldown
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager connections fail at CONNECT when an origin is down, before
+            # Switchback could fall back. Set here, before the proxy listens.
+            logger.info("switchback: setting connection_strategy=lazy")
+            ctx.options.update(connection_strategy="lazy")
         if "termlog_verbosity" in updated:
             # A log line costs about a tenth of a proxied call in mitmproxy's logging
             # machinery: write the per-call line only where somebody reads it —
@@ -122,6 +154,9 @@ class Switchback:
             # log (mitmweb, the console).
             self.announce = (log.log_tier(ctx.options.termlog_verbosity) >= log.log_tier("info")
                              or ctx.master.addons.get("eventstore") is not None)
+        if "save_stream_file" in updated or "switchback_config" in updated:
+            self.keep_bodies = ctx.master.addons.get("view") is not None or bool(
+                "save_stream_file" in ctx.options and ctx.options.save_stream_file)
         if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
             # mitmproxy streams a request body on to the origin as soon as it
             # outgrows the limit, before any hook could hold it back.
@@ -149,11 +184,6 @@ class Switchback:
         await self.relay.start()
         if ctx.options.switchback_status_port:
             await self.status.start(ctx.options.switchback_status_port)
-        if ctx.options.connection_strategy != "lazy":
-            # Eager connections fail at CONNECT when an origin is down, before
-            # Switchback could fall back.
-            logger.info("switchback: setting connection_strategy=lazy")
-            ctx.options.update(connection_strategy="lazy")
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """Tunnel TLS to hosts that are not LLM providers, unless told to intercept all:
@@ -166,6 +196,8 @@ class Switchback:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or self.dispatcher is None:
+            return
+        if self._refuse_websocket(flow):
             return
         call = self._recognise(flow)
         if call is None:
@@ -198,10 +230,30 @@ class Switchback:
             flow.response = http.Response.make(delivery.status, delivery.body, http.Headers(
                 [(k.encode(), v.encode()) for k, v in delivery.headers]))
             return
+        if self.keep_bodies:
+            delivery.shown, delivery.shown_limit = bytearray(), SHOWN_BODY
+            self.showing[flow.id] = delivery
+        if not self.relay.port:
+            await self.relay.start()
         token = self.relay.park(delivery)
         flow.metadata[RELAYED] = token
         self.relayed[token] = Relayed.point(flow.request, self.relay.port, token)
         flow.server_conn.via = None  # the relay is local even in upstream-proxy mode
+
+    def _refuse_websocket(self, flow: http.HTTPFlow) -> bool:
+        """Answer a WebSocket upgrade to an LLM endpoint with 426 (unless told to
+        pass them): over a WebSocket, turns would bypass every failover."""
+        request = flow.request
+        if ctx.options.switchback_websocket == "pass" or \
+                request.headers.get("upgrade", "").lower() != "websocket":
+            return False
+        if not any(websocket_path(rest) for _, rest in self.table.under(request.url)):
+            return False
+        flow.response = http.Response.make(426, WEBSOCKET_REFUSED, {
+            "content-type": "application/json", "connection": "close"})
+        logger.info(f"switchback: refused a WebSocket upgrade to {request.pretty_host}"
+                    f"{request.path.partition('?')[0]}; the client should use HTTPS")
+        return True
 
     def _recognise(self, flow: http.HTTPFlow) -> LlmCall | None:
         """The LLM call in a request, or None to leave it to mitmproxy — with
@@ -258,8 +310,15 @@ class Switchback:
             flow.response.stream = True
             relayed.restore(flow.request)
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A relayed stream has ended: its (first MiB of) body becomes viewable."""
+        shown = self.showing.pop(flow.id, None)
+        if shown is not None and flow.response is not None and shown.shown is not None:
+            flow.response.content = bytes(shown.shown)
+
     async def error(self, flow: http.HTTPFlow) -> None:
         """A relayed flow that died before the relay answered: close its stream now."""
+        self.showing.pop(flow.id, None)
         token = flow.metadata.get(RELAYED, "")
         relayed = self.relayed.pop(token, None)
         if relayed is not None:
@@ -271,14 +330,15 @@ class Switchback:
         """Metrics; the trail in the flow comment and the log; in mitmweb, each
         attempt as its own flow linked to the client's."""
         self.metrics.observe(result)
-        flow.comment = str(result.trail)
+        marks = [name for name, happened in (
+            ("failed over", result.failures and result.served_by is not None),
+            ("translated", result.switched)) if happened]
+        if marks:
+            flow.marked = MARKS[marks[0]][0]
+        flow.comment = flow_comment(result, "".join(MARKS[m][1] for m in marks))
         flow.metadata["switchback"] = {"trail": str(result.trail),
                                        "outcome": result.outcome.value,
-                                       "attempts": len(result.attempts)}
-        if result.switched:
-            flow.marked = SWITCHED
-        elif result.failures and result.served_by is not None:
-            flow.marked = FAILED_OVER
+                                       "attempts": len(result.attempts), "marks": marks}
         served = f" via {result.served_by.label}" if result.served_by else ""
         if self.announce:
             logger.info(f"switchback: {call.protocol} {call.model}"
@@ -313,6 +373,13 @@ class Switchback:
             await upstream.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.upstream.aclose()
+
+
+def flow_comment(result: Result, icons: str) -> str:
+    """What mitmweb's comment column shows: the marks, the attempts, the trail."""
+    count = len(result.attempts)
+    return f"{icons + ' ' if icons else ''}{count} attempt{'s' if count != 1 else ''}: " \
+           f"{result.trail}"
 
 
 def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int

@@ -2,8 +2,9 @@
 
 Every subcommand is a thin wrapper: `run` execs mitmdump/mitmweb with the
 addon, `env`/`exec` hand clients the variables that make them use the proxy and
-trust its CA, `status` reads the running proxy's status server, and `check`
-runs the same config loader the addon uses.
+trust its CA, `status` reads the running proxy's status server, `check` runs
+the same config loader the addon uses, and `addon-path` tells mitmproxy users
+where the entry script is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import shutil
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -20,13 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, load_config
-from .trust import default_certs_dir, ensure_trust, repo_root
+from .entry import SCRIPT as ADDON_SCRIPT
+from .trust import default_certs_dir, ensure_trust
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_PROXY = f"http://{DEFAULT_LISTEN}"
 DEFAULT_STATUS = "http://127.0.0.1:8089/status"
 DEFAULT_NO_PROXY = "localhost,127.0.0.1,::1"
-ADDON_SCRIPT = repo_root() / "addon" / "switchback_addon.py"
+CERTS_HELP = ("folder with the mitmproxy CA (default: $SWITCHBACK_HOME/certs; in a checkout, "
+              "its certs/; else ~/.mitmproxy)")
+# Node's built-in fetch honours NODE_USE_ENV_PROXY from these releases on (major, minor).
+NODE_ENV_PROXY = {22: 21, 24: 5}
+NODE_LAUNCHERS = {"node", "npm", "npx", "pnpm", "yarn"}
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
 
 MAIN_HELP = """\
 examples:
@@ -35,11 +45,13 @@ examples:
   switchback exec -- codex exec "hi"  # or: run one command through it
   switchback status                   # keys, cooldowns, counters of the running proxy
   switchback check switchback.yaml    # validate a config without starting anything
+  mitmdump -s "$(switchback addon-path)" --set connection_strategy=lazy   # by hand
 """
 
 RUN_HELP = """\
-The mitmproxy CA is created in the certs folder on first use ($SWITCHBACK_HOME/certs,
-else certs/ in the checkout), together with switchback-bundle.pem for clients.
+The mitmproxy CA is created in the certs folder on first use ($SWITCHBACK_HOME/certs;
+in a checkout, its certs/; else ~/.mitmproxy, mitmproxy's own), together with
+switchback-bundle.pem for clients. mitmweb's page is http://127.0.0.1:8081.
 Arguments after `--` go to mitmdump/mitmweb unchanged.
 
 examples:
@@ -94,23 +106,39 @@ examples:
 
 CHECK_HELP = """\
 Loads the config exactly as the proxy would (including ${ENV_VAR} keys from this
-environment) and prints either a summary or the first problem with its fix.
+environment) and prints either a summary or every problem, one a line, each with
+the file, the key and the fix.
 
 examples:
   switchback check switchback.yaml
 """
 
+ADDON_PATH_HELP = """\
+Prints the path of the mitmproxy entry script inside the installed package, for
+running mitmproxy yourself.
+
+examples:
+  mitmdump -s "$(switchback addon-path)" --set connection_strategy=lazy
+  mitmweb -s "$(switchback addon-path)" --set switchback_config=switchback.yaml
+"""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader left early (`switchback env | head`): nothing is wrong. Point
+        # stdout at nothing so the flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def parser() -> argparse.ArgumentParser:
     certs = argparse.ArgumentParser(add_help=False)
-    certs.add_argument("--certs", type=Path, metavar="DIR",
-                       help="folder with the mitmproxy CA (default: $SWITCHBACK_HOME/certs, "
-                            "else certs/ in the checkout)")
+    certs.add_argument("--certs", type=Path, metavar="DIR", help=CERTS_HELP)
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--proxy", default=DEFAULT_PROXY, metavar="URL",
                         help=f"the Switchback proxy (default: {DEFAULT_PROXY})")
@@ -162,6 +190,10 @@ def parser() -> argparse.ArgumentParser:
     check = command("check", "validate a config file", CHECK_HELP)
     check.add_argument("config", type=Path, metavar="CONFIG")
     check.set_defaults(handler=check_config)
+
+    addon_path = command("addon-path", "print the path of the mitmproxy entry script",
+                         ADDON_PATH_HELP)
+    addon_path.set_defaults(handler=lambda args: print(ADDON_SCRIPT) or 0)
     return top
 
 
@@ -200,6 +232,9 @@ def proxy_command(tool: str, host: str, port: int, certs: Path, config: Path | N
         command += ["--set", f"switchback_config={config}"]
     if intercept_all:
         command += ["--set", "switchback_intercept=all"]
+    if tool == "mitmweb" and not any("web_columns" in arg for arg in extra):
+        # The comment column shows each call's marks, attempt count and trail in the list.
+        command += ["--set", f"web_columns={','.join(WEB_COLUMNS)}"]
     return command + list(extra)
 
 
@@ -238,7 +273,37 @@ def client_env(args: argparse.Namespace) -> dict[str, str]:
     return variables
 
 
+def node_advice(version: str) -> str | None:
+    """What to tell the user of a Node whose fetch ignores NODE_USE_ENV_PROXY
+    (None when it honours it, or the version cannot be read)."""
+    match = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    if match is None:
+        return None
+    major, minor = int(match[1]), int(match[2])
+    if major > max(NODE_ENV_PROXY) or minor >= NODE_ENV_PROXY.get(major, 1 << 30):
+        return None
+    return (f"Node {version.strip()} ignores NODE_USE_ENV_PROXY: its fetch (and the openai "
+            "Node SDK) will not go through the proxy, with no error. Fix: Node 22.21+ or "
+            "24.5+, or in the app, before any call: import { setGlobalDispatcher, "
+            "EnvHttpProxyAgent } from 'undici'; setGlobalDispatcher(new EnvHttpProxyAgent());")
+
+
+def warn_about_node() -> None:
+    """Say so on stderr when the `node` on PATH would bypass the proxy."""
+    node = shutil.which("node")
+    if node is None:
+        return
+    try:
+        version = subprocess.run([node, "--version"], capture_output=True, text=True,
+                                 timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    if advice := node_advice(version):
+        print(f"switchback: {advice}", file=sys.stderr)
+
+
 def print_env(args: argparse.Namespace) -> int:
+    warn_about_node()
     for name, value in client_env(args).items():
         if args.shell == "fish":
             print(f"set -gx {name} {shlex.quote(value)};")
@@ -252,6 +317,8 @@ def exec_command(args: argparse.Namespace) -> int:
     if not command:
         return fail("exec: give the command after --, e.g. switchback exec -- python app.py")
     environment = {**os.environ, **client_env(args)}
+    if Path(command[0]).name in NODE_LAUNCHERS:
+        warn_about_node()
     try:
         os.execvpe(command[0], command, environment)
     except OSError as exc:
@@ -324,11 +391,14 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def load_or_report(path: Path) -> Config | None:
-    """The config, or None after printing where it is broken and how to fix it."""
+    """The config, or None after printing every problem: where, what, the fix."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{exc.source}: {exc.key}: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem.line, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count > 1 else ''} in {exc.source}", file=sys.stderr)
         return None
 
 

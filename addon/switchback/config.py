@@ -1,16 +1,17 @@
 """Switchback's YAML config → frozen dataclasses.
 
 A malformed config must stop the proxy with a message that names the file,
-the key and the fix, so every check here raises `ConfigError` with all three.
-Unknown keys are errors: a typo silently ignored is a fallback that never
-happens.
+the key and the fix, so every check here records a problem with all three —
+and reading goes on, so one run reports every problem in the file, not the
+first. Unknown keys are errors: a typo silently ignored is a fallback that
+never happens.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,18 @@ _SIZE_UNIT = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
 
 
 class ConfigError(ValueError):
-    """A config problem: where it is, what is wrong, how to fix it."""
+    """A config problem — where it is, what is wrong, how to fix it — and
+    any more found in the same file (`problems`, this one first)."""
 
-    def __init__(self, source: str, key: str, problem: str, fix: str) -> None:
+    def __init__(self, source: str, key: str, problem: str, fix: str,
+                 more: tuple[ConfigError, ...] = ()) -> None:
         self.source, self.key, self.problem, self.fix = source, key, problem, fix
-        super().__init__(f"{source}: {key}: {problem}. Fix: {fix}")
+        self.problems: tuple[ConfigError, ...] = (self, *more)
+        super().__init__("\n".join(p.line for p in self.problems))
+
+    @property
+    def line(self) -> str:
+        return f"{self.source}: {self.key}: {self.problem}. Fix: {self.fix}"
 
 
 @dataclass(frozen=True)
@@ -98,84 +106,90 @@ def parse_size(value: Any) -> int | None:
 
 
 class _Reader:
-    """Walks the raw YAML, raising ConfigError that names the file and key."""
+    """Walks the raw YAML, recording each problem with the file and key and
+    carrying on with what can still be read."""
 
     def __init__(self, source: str, env: Mapping[str, str]) -> None:
         self.source, self.env = source, env
+        self.problems: list[ConfigError] = []
 
-    def fail(self, key: str, problem: str, fix: str) -> ConfigError:
-        return ConfigError(self.source, key, problem, fix)
+    def fail(self, key: str, problem: str, fix: str) -> None:
+        self.problems.append(ConfigError(self.source, key, problem, fix))
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | None = None) -> dict:
+        """The mapping at `key` with its unknown keys left out (and reported)."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {type(value).__name__}",
-                            f"write `{key}:` followed by indented `name: value` lines")
-        if allowed is not None:
-            for name in value:
-                if name not in allowed:
-                    raise self.fail(f"{key}.{name}" if key else str(name), "unknown key",
-                                    f"use one of: {', '.join(allowed)}")
-        return value
+            self.fail(key, f"expected a mapping, got {type(value).__name__}",
+                      f"write `{key}:` followed by indented `name: value` lines")
+            return {}
+        if allowed is None:
+            return value
+        for name in value:
+            if name not in allowed:
+                self.fail(f"{key}.{name}" if key else str(name), "unknown key",
+                          f"use one of: {', '.join(allowed)}")
+        return {k: v for k, v in value.items() if k in allowed}
 
-    def secret(self, value: Any, key: str) -> str:
+    def secret(self, value: Any, key: str) -> str | None:
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, "expected a non-empty string",
-                            'give the key literally or as "${ENV_VAR}"')
+            self.fail(key, "expected a non-empty string",
+                      'give the key literally or as "${ENV_VAR}"')
+            return None
+        missing = [name for name in _ENV.findall(value)
+                   if name not in self.env or not self.env[name]]
+        for name in missing:
+            self.fail(key, f"environment variable {name} is not set",
+                      f"export {name}=… before starting, or remove this key")
+        return None if missing else _ENV.sub(lambda m: self.env[m.group(1)], value)
 
-        def expand(match: re.Match) -> str:
-            name = match.group(1)
-            if name not in self.env or not self.env[name]:
-                raise self.fail(key, f"environment variable {name} is not set",
-                                f"export {name}=… before starting, or remove this key")
-            return self.env[name]
-
-        return _ENV.sub(expand, value)
-
-    def provider(self, name: str, raw: Any) -> Provider:
+    def provider(self, name: str, raw: Any) -> Provider | None:
         key = f"providers.{name}"
+        before = len(self.problems)
         raw = self.mapping(raw, key, ("base_url", "keys", "protocol"))
         base_url = raw.get("base_url")
         parts = urlsplit(base_url) if isinstance(base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.fail(f"{key}.base_url", f"expected an http(s) URL, got {base_url!r}",
-                            "write the provider's API root, e.g. https://api.example.com/v1")
+            self.fail(f"{key}.base_url", f"expected an http(s) URL, got {base_url!r}",
+                      "write the provider's API root, e.g. https://api.example.com/v1")
         keys = raw.get("keys", [])
         if isinstance(keys, str):
             keys = [keys]
         if not isinstance(keys, list):
-            raise self.fail(f"{key}.keys", "expected a list of keys",
-                            'write keys: ["${MY_KEY}"] or leave it out to use the client\'s key')
+            self.fail(f"{key}.keys", "expected a list of keys",
+                      'write keys: ["${MY_KEY}"] or leave it out to use the client\'s key')
+            keys = []
+        secrets = [self.secret(k, f"{key}.keys[{i}]") for i, k in enumerate(keys)]
         protocol = raw.get("protocol", AUTO)
         if protocol not in PROVIDER_PROTOCOLS:
-            raise self.fail(f"{key}.protocol", f"unknown protocol {protocol!r}",
-                            f"use one of: {', '.join(PROVIDER_PROTOCOLS)}")
-        return Provider(
-            name=name,
-            base_url=base_url.rstrip("/"),
-            keys=tuple(self.secret(k, f"{key}.keys[{i}]") for i, k in enumerate(keys)),
-            protocol=protocol,
-        )
+            self.fail(f"{key}.protocol", f"unknown protocol {protocol!r}",
+                      f"use one of: {', '.join(PROVIDER_PROTOCOLS)}")
+        if len(self.problems) > before:
+            return None
+        return Provider(name=name, base_url=base_url.rstrip("/"),
+                        keys=tuple(s for s in secrets if s is not None), protocol=protocol)
 
-    def targets(self, model: str, raw: Any, providers: Mapping[str, Provider]) -> tuple[Target, ...]:
+    def targets(self, model: str, raw: Any, providers: Collection[str]) -> tuple[Target, ...]:
         key = f"fallbacks.{model}"
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list):
-            raise self.fail(key, "expected a list of provider/model entries",
-                            "write e.g. [backup/gpt-4o-mini, other/*]")
+            self.fail(key, "expected a list of provider/model entries",
+                      "write e.g. [backup/gpt-4o-mini, other/*]")
+            return ()
         targets = []
         for i, entry in enumerate(raw):
             provider, sep, target_model = str(entry).partition("/")
             if not sep or not provider or not target_model:
-                raise self.fail(f"{key}[{i}]", f"{entry!r} is not provider/model",
-                                "write provider/model, or provider/* for the same model name")
-            if provider not in providers:
-                raise self.fail(f"{key}[{i}]", f"unknown provider {provider!r}",
-                                f"define providers.{provider} or use one of: "
-                                f"{', '.join(providers) or '(none defined)'}")
-            targets.append(Target(provider, target_model))
+                self.fail(f"{key}[{i}]", f"{entry!r} is not provider/model",
+                          "write provider/model, or provider/* for the same model name")
+            elif provider not in providers:
+                self.fail(f"{key}[{i}]", f"unknown provider {provider!r}",
+                          f"define providers.{provider} or use one of: "
+                          f"{', '.join(providers) or '(none defined)'}")
+            else:
+                targets.append(Target(provider, target_model))
         return tuple(targets)
 
     def durations(self, raw: Any, section: str, names: tuple[str, ...],
@@ -184,12 +198,12 @@ class _Reader:
         for name, value in self.mapping(raw, section, names).items():
             seconds = parse_duration(value)
             if seconds is None or (seconds == 0 and name not in may_be_zero):
-                raise self.fail(f"{section}.{name}" if section else name,
-                                f"{value!r} is not a positive duration",
-                                "write a duration like 30s, 500ms or 2m")
-            values[name] = seconds
+                self.fail(f"{section}.{name}" if section else name,
+                          f"{value!r} is not a positive duration",
+                          "write a duration like 30s, 500ms or 2m")
+            else:
+                values[name] = seconds
         return values
-
 
     def conversations(self, raw: Any) -> dict[str, Any]:
         """`conversations: {max_size: 256MiB, ttl: 24h}` as Config fields."""
@@ -198,14 +212,22 @@ class _Reader:
         if "max_size" in section:
             size = parse_size(section["max_size"])
             if size is None:
-                raise self.fail("conversations.max_size",
-                                f"{section['max_size']!r} is not a positive size",
-                                "write a size like 256MiB, 1GiB or 500MB")
-            out["conversation_bytes"] = size
+                self.fail("conversations.max_size",
+                          f"{section['max_size']!r} is not a positive size",
+                          "write a size like 256MiB, 1GiB or 500MB")
+            else:
+                out["conversation_bytes"] = size
         if "ttl" in section:
-            out["conversation_ttl"] = self.durations({"ttl": section["ttl"]}, "conversations",
-                                                     ("ttl",))["ttl"]
+            ttl = self.durations({"ttl": section["ttl"]}, "conversations", ("ttl",))
+            if ttl:
+                out["conversation_ttl"] = ttl["ttl"]
         return out
+
+    def check(self) -> None:
+        """Raise every problem found, the first one named first."""
+        if self.problems:
+            first, *more = self.problems
+            raise ConfigError(first.source, first.key, first.problem, first.fix, tuple(more))
 
 
 def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
@@ -220,11 +242,10 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
                           "check indentation and quoting on that line") from None
     raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
                                    "protocol_memory", "conversations"))
-    providers = {
-        str(name): reader.provider(str(name), value)
-        for name, value in reader.mapping(raw.get("providers"), "providers").items()
-    }
-    known = {**BUILTIN, **providers}
+    read = {str(name): reader.provider(str(name), value)
+            for name, value in reader.mapping(raw.get("providers"), "providers").items()}
+    providers = {name: p for name, p in read.items() if p is not None}
+    known = {*BUILTIN, *read}  # a provider with problems is still a name fallbacks may use
     fallbacks = {
         str(model): reader.targets(str(model), value, known)
         for model, value in reader.mapping(raw.get("fallbacks"), "fallbacks").items()
@@ -236,9 +257,11 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     max_wait = cooldown.pop("max_wait", Config.max_wait)
     memory = reader.durations({"protocol_memory": raw["protocol_memory"]}, "",
                               ("protocol_memory",)) if "protocol_memory" in raw else {}
+    conversations = reader.conversations(raw.get("conversations"))
+    reader.check()
     return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
                   cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
-                  **memory, **reader.conversations(raw.get("conversations")))
+                  **memory, **conversations)
 
 
 def load_config(path: str | Path | None) -> Config:

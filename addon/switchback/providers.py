@@ -77,14 +77,16 @@ class ProviderTable:
 
     def match(self, url: str) -> tuple[Provider, Protocol] | None:
         """(provider, protocol) for an LLM endpoint URL under a known base URL."""
+        return next(((provider, _BY_PATH[rest]) for provider, rest in self.under(url)
+                     if rest in _BY_PATH), None)
+
+    def under(self, url: str) -> Iterator[tuple[Provider, str]]:
+        """Each provider whose base URL `url` falls under, most specific first,
+        with the rest of the path (no trailing slash)."""
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         origin = (parts.scheme, (parts.hostname or "").lower(), port)
         path = parts.path.rstrip("/")
         for provider in self._ordered:
-            if provider.origin != origin:
-                continue
-            rest = path[len(provider.path):] if path.startswith(provider.path) else None
-            if rest in _BY_PATH:
-                return provider, _BY_PATH[rest]
-        return None
+            if provider.origin == origin and path.startswith(provider.path):
+                yield provider, path[len(provider.path):]

@@ -35,15 +35,20 @@ class Trust:
     bundle: Path  # usual roots + proxy CA: for variables that replace the defaults
 
 
-def repo_root() -> Path:
-    """The checkout: the folder holding `addon/`."""
-    return Path(switchback.__file__).resolve().parent.parent.parent
+def checkout() -> Path | None:
+    """The checkout this package runs from (editable or plain), None when installed."""
+    root = Path(switchback.__file__).resolve().parent.parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "addon").is_dir() else None
 
 
 def default_certs_dir() -> Path:
-    """`$SWITCHBACK_HOME/certs`, else `certs/` in the checkout (what scripts/run uses)."""
-    home = os.environ.get("SWITCHBACK_HOME")
-    return Path(home).expanduser() / "certs" if home else repo_root() / "certs"
+    """Where the CA lives: `$SWITCHBACK_HOME/certs`; else `certs/` in a
+    checkout (what scripts/run uses); else mitmproxy's own per-user confdir,
+    `~/.mitmproxy` — never inside site-packages."""
+    if home := os.environ.get("SWITCHBACK_HOME"):
+        return Path(home).expanduser() / "certs"
+    root = checkout()
+    return root / "certs" if root is not None else Path.home() / ".mitmproxy"
 
 
 def ensure_trust(certs: Path) -> Trust:

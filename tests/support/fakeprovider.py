@@ -237,10 +237,13 @@ def compressor(encoding: str) -> tuple[Callable[[bytes], bytes], Callable[[], by
         return (lambda piece: brotli_state.process(piece) + brotli_state.flush(),
                 brotli_state.finish)
     if encoding == "zstd":
-        import zstandard
-        zstd_state = zstandard.ZstdCompressor().compressobj()
-        return (lambda piece: zstd_state.compress(piece) + zstd_state.flush(
-            zstandard.COMPRESSOBJ_FLUSH_BLOCK), zstd_state.flush)
+        try:
+            from compression.zstd import ZstdCompressor  # Python 3.14+
+        except ImportError:
+            from backports.zstd import ZstdCompressor
+        zstd_state = ZstdCompressor()
+        return (lambda piece: zstd_state.compress(piece, ZstdCompressor.FLUSH_BLOCK),
+                lambda: zstd_state.flush(ZstdCompressor.FLUSH_FRAME))
     raise ValueError(encoding)
 
 

@@ -32,6 +32,13 @@ class Committed:
     first: bytes
     rest: AsyncGenerator[bytes, None]
     close_upstream: Callable[[], None]
+    shown: bytearray | None = None  # a bounded copy of what the client got, when wanted
+    shown_limit: int = 0
+
+    def show(self, data: bytes) -> None:
+        """Keep (the start of) what was delivered, for a person to look at later."""
+        if self.shown is not None and len(self.shown) < self.shown_limit:
+            self.shown += data[:self.shown_limit - len(self.shown)]
 
     async def aclose(self) -> None:
         """Close the rest and the upstream, whether or not the rest was started.

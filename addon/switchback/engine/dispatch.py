@@ -34,8 +34,8 @@ from ..vocabulary import CallOutcome, FailureKind, Protocol, Reason
 from .delivery import Committed, deliver, first_bytes
 from .gate import Head, read_head
 from .headers import masked, own_call, response_headers, upstream_headers
-from .upstream import (TRANSPORT_ERRORS, Response, Upstream, is_event_stream, keep_waiting,
-                       read_body, transport_failure)
+from .upstream import (TRANSPORT_ERRORS, Upstream, is_event_stream, keep_waiting, read_body,
+                       transport_detail, transport_failure)
 
 MAX_ERROR_BODY = 1 << 20
 logger = logging.getLogger(__name__)
@@ -250,7 +250,8 @@ class Dispatcher:
                 candidate.url, headers, body,
                 read_timeout=timeouts.first_byte if call.stream else timeouts.response)
         except TRANSPORT_ERRORS as exc:
-            return Outcome(None, failure=transport_failure(exc))
+            return Outcome(None, failure=transport_failure(exc),
+                           detail=transport_detail(exc, candidate.url))
         committed = False
         try:
             record.status = response.status
@@ -293,7 +294,8 @@ class Dispatcher:
             return Outcome(response.status, response.headers, failure=FailureKind.TOO_LARGE,
                            client_key=client_key)
         except TRANSPORT_ERRORS as exc:
-            return Outcome(None, failure=transport_failure(exc))
+            return Outcome(None, failure=transport_failure(exc),
+                           detail=transport_detail(exc, candidate.url))
         finally:
             if not committed:
                 response.close()
@@ -350,6 +352,8 @@ class Dispatcher:
         if outcome.failure is FailureKind.ERROR_EVENT:
             info = error_info(outcome.body)
             result = f"error event ({(info.message or info.code or 'error')[:120]})"
+        elif outcome.failure is FailureKind.TLS:
+            result = f"{outcome.failure} ({outcome.detail})"
         elif outcome.failure is not None and not outcome.failure.transport:
             result = f"{outcome.status} {outcome.failure}"
         record.kind = outcome.failure.value if outcome.failure is not None else str(

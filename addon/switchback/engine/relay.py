@@ -31,6 +31,7 @@ from .delivery import Committed
 logger = logging.getLogger(__name__)
 PARKED_TTL = 10.0  # seconds: mitmproxy collects a parked stream within milliseconds
 MAX_HEAD = 64 << 10
+_STARTING = object()  # a pump being started
 
 
 class Relay:
@@ -40,11 +41,16 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._parked: dict[str, tuple[Committed, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Listen, once: the proxy may take a call before every addon is running."""
+        async with self._starting:
+            if self._server is None:
+                loop = asyncio.get_running_loop()
+                self._server = await loop.create_server(lambda: _Connection(self),
+                                                        "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -99,7 +105,7 @@ class _Connection(asyncio.Protocol):
         self.relay = relay
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()  # request bytes not yet answered
-        self.pump: asyncio.Task | None = None
+        self.pump: asyncio.Task | object | None = None  # the stream being written
         self.writable: asyncio.Future | None = None  # set while the peer reads slowly
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,7 +118,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.pump is not None:
+        if isinstance(self.pump, asyncio.Task):
             self.pump.cancel()  # the client went away: the pump closes the upstream
         self._wake()
 
@@ -151,8 +157,14 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_GONE)
             return self._next_request()
         self.transport.write(_head(stream) + _chunk(stream.first))
-        self.pump = asyncio.ensure_future(self._pump(stream))
-        self.relay.track(self.pump)
+        stream.show(stream.first)
+        # Under an eager task factory (mitmproxy 12 on Python 3.12+) the pump may
+        # run to its end inside ensure_future: it clears `pump` itself then.
+        self.pump = _STARTING
+        pump = asyncio.ensure_future(self._pump(stream))
+        self.relay.track(pump)
+        if self.pump is _STARTING:
+            self.pump = pump
 
     async def _pump(self, stream: Committed) -> None:
         """The rest of the stream, then the next request on this connection."""
@@ -162,6 +174,7 @@ class _Connection(asyncio.Protocol):
                     return
                 if chunk:
                     self.transport.write(_chunk(chunk))
+                    stream.show(chunk)
                 if self.writable is not None:
                     await self.writable
             if self.transport is not None:

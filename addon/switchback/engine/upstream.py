@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
@@ -60,6 +61,24 @@ def transport_failure(exc: BaseException) -> FailureKind:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return FailureKind.REFUSED
     return FailureKind.RESET
+
+
+TLS_FIX = ("to trust its certificate: --set ssl_verify_upstream_trusted_ca=CA.pem "
+           "(or ssl_insecure=true, for testing only)")
+
+
+def transport_detail(exc: BaseException, url: str) -> str:
+    """Where the attempt failed, and for a TLS failure why and the option that
+    fixes it — the words a person needs, for the trail and the client's error."""
+    where = urlsplit(url).netloc
+    if transport_failure(exc) is not FailureKind.TLS:
+        return where
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    if verify := getattr(cause, "verify_message", None):
+        reason = f"certificate verify failed: {verify}"
+    else:
+        reason = str(getattr(cause, "reason", None) or cause)
+    return f"{where}: {reason[:160]}; {TLS_FIX}"
 
 
 def is_event_stream(response: Response) -> bool:

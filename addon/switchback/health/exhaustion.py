@@ -49,7 +49,8 @@ def _from_failure(best: Failure) -> tuple[int, list[tuple[str, str]], bytes]:
     rate = verdict.reason in (Reason.RATE_LIMIT, Reason.QUOTA)
     code = f"upstream_{verdict.reason.replace(' ', '_')}"
     if outcome.status is None:
-        message = f"Switchback: every candidate failed; the last one: {verdict.reason}"
+        detail = f" ({outcome.detail})" if outcome.detail else ""
+        message = f"Switchback: every candidate failed: {verdict.reason}{detail}"
         return 504 if verdict.reason is Reason.TIMEOUT else 502, [JSON], \
             error_body(message, "server_error", code)
     if outcome.failure is not None:  # a stream that failed at its head, or was none

@@ -50,6 +50,7 @@ class Outcome:
     body: bytes = b""
     failure: FailureKind | None = None
     client_key: bool = False
+    detail: str = ""  # for a transport failure: where, and for TLS why and the fix
 
 
 @dataclass(frozen=True)
