@@ -103,3 +103,30 @@ def test_no_path_means_defaults():
 ])
 def test_durations(value, seconds):
     assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("text,url,prefix", [
+    ("state: memory", None, None),
+    ("state: redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", "switchback"),
+    ("state: rediss://user:pw@cache.internal:6380/1", "rediss://user:pw@cache.internal:6380/1",
+     "switchback"),
+    ("state: unix:///run/redis.sock?db=0", "unix:///run/redis.sock?db=0", "switchback"),
+    ("state: {url: 'redis://localhost', prefix: team-a}", "redis://localhost", "team-a"),
+])
+def test_state_backends(text, url, prefix):
+    state = parse_config(text, "t.yaml", {}).state
+    assert (state.url if state else None, state.prefix if state else None) == (url, prefix)
+
+
+@pytest.mark.parametrize("text,key", [
+    ("state: postgres://db", "state"),
+    ("state: {url: 'redis://', prefix: x}", "state.url"),
+    ("state: {url: 'redis://localhost', prefix: 'has space'}", "state.prefix"),
+    ("state: {url: 'redis://localhost', colour: red}", "state.colour"),
+    ("state: [redis://localhost]", "state"),
+])
+def test_a_malformed_state_names_the_key_and_the_fix(text, key):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "t.yaml", {})
+    assert caught.value.key == key
+    assert "redis://" in caught.value.fix or "prefix" in caught.value.fix

@@ -52,7 +52,7 @@ timeouts: {{first_byte: 1s}}
                         connect_timeout=5)
     OPEN.append(upstream)
     return Dispatcher(upstream, config, ProviderTable(config.providers), health,
-                      ProtocolMemory(stores.protocols), Conversations(stores.conversations),
+                      ProtocolMemory(stores.protocols), Conversations(stores.conversations, stores.affinity),
                       clock=clock)
 
 

@@ -3,6 +3,8 @@ stores kept apart so churn in one kind never evicts another."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from switchback.health.cooldown import CooldownPolicy
@@ -11,6 +13,7 @@ from switchback.health.state import (Conversations, Health, ProtocolMemory, key_
                                      model_scope)
 from switchback.health.stores import MemoryStore, Stores
 from switchback.health.verdict import Action, Cooldown, Scope, Verdict
+from switchback.protocols.history import Turn
 from switchback.vocabulary import Protocol, Reason
 
 KEY, MODEL = key_scope("p", "#abc"), model_scope("p", "m")
@@ -108,29 +111,41 @@ def test_quota_cools_long_and_scopes_stay_apart(health):
 
 def test_an_active_cooldown_survives_churn_in_every_other_kind(health, stores, clock):
     health.cool(KEY, 600, Reason.RATE_LIMIT)
-    protocols, conversations = ProtocolMemory(stores.protocols), Conversations(stores.conversations)
+    protocols = ProtocolMemory(stores.protocols)
+    conversations = Conversations(stores.conversations, stores.affinity)
     for i in range(20_000):
         other = key_scope(f"p{i}", f"#{i:06x}")
         health.used(other)
         health.record(verdict(scope=Scope.MODEL, after=3), other, model_scope(f"p{i}", "m"))
         health.cool(model_scope(f"p{i}", f"m{i}"), 1, Reason.SERVER_ERROR)
         protocols.put(f"p{i}", "m", Protocol.CHAT, Protocol.RESPONSES)
-        conversations.put(f"resp_{i}", [{"role": "user", "content": "x" * 100}])
+        conversations.record(f"resp_{i}", Turn((("", {"role": "user", "content": "x" * 100}),),
+                                               f"p{i}#k"))
         clock.now += 0.01
     assert health.cooling(KEY) is not None and health.cooling(KEY).reason is Reason.RATE_LIMIT
     clock.now += 600
     assert health.cooling(KEY) is None
 
 
-def test_conversations_are_bounded_in_bytes_oldest_out(stores):
-    conversations = Conversations(stores.conversations)  # 10,000 bytes
-    big = [{"role": "user", "content": "x" * 3000}]
+def test_conversations_are_bounded_in_bytes_oldest_out_and_affinity_outlives_them(stores):
+    conversations = Conversations(stores.conversations, stores.affinity)  # 10,000 bytes
+
+    def turn(size: int) -> Turn:
+        return Turn((("", {"role": "user", "content": "x" * size}),), "p#k1")
+
+    def known(response_id: str) -> tuple:
+        async def both():
+            return (await conversations.turn(response_id),
+                    await conversations.producer(response_id))
+        return asyncio.run(both())
+
     for i in range(5):
-        conversations.put(f"resp_{i}", big)
+        conversations.record(f"resp_{i}", turn(3000))
     assert stores.conversations.size <= 10_000
-    assert conversations.get("resp_0") is None and conversations.get("resp_4") == big
-    conversations.put("resp_huge", [{"role": "user", "content": "x" * 20_000}])
-    assert conversations.get("resp_huge") is None and conversations.get("resp_4") == big
+    assert known("resp_0") == (None, "p#k1")  # its items are gone, who made it is not
+    assert known("resp_4") == (turn(3000), "p#k1")
+    conversations.record("resp_huge", turn(20_000))
+    assert known("resp_huge")[0] is None and known("resp_4")[0] == turn(3000)
 
 
 def test_protocol_memory_is_per_client_protocol(stores):

@@ -158,7 +158,7 @@ def test_compressed_streams_arrive_byte_identical_through_the_engine(data, proto
                                 connect_timeout=5)
             d = Dispatcher(upstream, config, ProviderTable(config.providers),
                            Health(stores.cooldowns, stores.strikes, stores.uses),
-                           ProtocolMemory(stores.protocols), Conversations(stores.conversations))
+                           ProtocolMemory(stores.protocols), Conversations(stores.conversations, stores.affinity))
             body = {"model": "m", "stream": True,
                     **({"input": "x"} if protocol is RESPONSES else {"messages": []})}
             call = recognise("POST", f"{server.base_url}{protocol.path}", [],

@@ -192,31 +192,18 @@ HISTORY = [
 ]
 
 
-@pytest.mark.parametrize("instructions, expected_head", [
-    ("new", [{"role": "system", "content": "new"}]),
-    (None, []),
-], ids=["with-instructions", "without-instructions"])
-def test_history_goes_after_instructions(instructions: str | None,
-                                         expected_head: list[dict]) -> None:
-    body = {"model": "m", "previous_response_id": "resp_1",
-            "input": [{"type": "function_call_output", "call_id": "c1", "output": "ok"}]}
-    if instructions:
-        body["instructions"] = instructions
-    result = responses_to_chat(body, HISTORY)
-    assert result.body["messages"] == [*expected_head, *HISTORY[1:],
-                                       {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+def test_a_replayed_conversation_becomes_chat_messages_after_the_instructions() -> None:
+    # What `history.replay` hands the bridge: earlier items first, then this turn's input.
+    body = {"model": "m", "instructions": "new", "input": [
+        {"role": "user", "content": "first"},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"}]}
+    result = responses_to_chat(body)
+    assert result.body["messages"] == [
+        {"role": "system", "content": "new"}, {"role": "user", "content": "first"},
+        {"role": "assistant", "content": None, "tool_calls": [fc("c1", "f", "{}")]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
     assert result.dropped == ()
-    assert HISTORY[0] == {"role": "system", "content": "old instructions"}  # not mutated
-
-
-def test_merging_never_mutates_history() -> None:
-    history = [{"role": "assistant", "content": "hi"}]
-    body = {"model": "m",
-            "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}]}
-    messages = responses_to_chat(body, history).body["messages"]
-    assert history == [{"role": "assistant", "content": "hi"}]
-    assert messages == [{"role": "assistant", "content": "hi"},
-                        {"role": "assistant", "content": None, "tool_calls": [fc("c", "f", "{}")]}]
 
 
 # ------------------------------------------------------------ Chat → Responses

@@ -12,7 +12,6 @@ from switchback.vocabulary import Protocol
 CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
 from switchback.protocols.translate_response import (
     chat_to_responses_response,
-    reply_message,
     responses_to_chat_response,
 )
 
@@ -196,27 +195,3 @@ def test_round_trip_keeps_the_answer() -> None:
     back = responses_to_chat_response(there, {"model": "m"})
     assert back["choices"][0] == original["choices"][0] | {"logprobs": None}
     assert back["usage"] == USAGE
-
-
-# ------------------------------------------------------------ reply_message
-REPLIES = [
-    ("chat-text", chat({"content": "hi", "reasoning_content": "r", "refusal": None}), CHAT,
-     {"role": "assistant", "content": "hi"}),
-    ("chat-tool-calls", chat({"content": None, "tool_calls": [fc("c1", "f", "{}")]}), CHAT,
-     {"role": "assistant", "content": None, "tool_calls": [fc("c1", "f", "{}")]}),
-    ("chat-empty", chat({"content": None}), CHAT, {"role": "assistant", "content": ""}),
-    ("responses-text-and-calls",
-     resp([{"type": "reasoning", "id": "rs", "summary": []}, msg("hi"),
-           fc_item(0, "c1", "f", "{}"),
-           {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "P"}]),
-     RESPONSES,
-     {"role": "assistant", "content": "hi", "tool_calls": [
-         fc("c1", "f", "{}"), fc("c2", "apply_patch", "{\"input\": \"P\"}")]}),
-    ("responses-empty", resp([]), RESPONSES, {"role": "assistant", "content": ""}),
-]
-
-
-@pytest.mark.parametrize("body, protocol, expected", [c[1:] for c in REPLIES],
-                         ids=[c[0] for c in REPLIES])
-def test_reply_message(body: dict, protocol: str, expected: dict) -> None:
-    assert reply_message(body, protocol) == expected

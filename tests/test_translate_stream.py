@@ -303,21 +303,31 @@ def test_response_echoes_request_settings_in_every_snapshot() -> None:
             k: v for k, v in request.items() if k != "model"}
 
 
-@pytest.mark.parametrize("upstream, reply", [
-    ([chunk({"reasoning_content": "r"}), chunk({"content": "Hi"}), chunk({}, "stop"), DONE],
-     {"role": "assistant", "content": "Hi"}),
-    ([chunk({"content": "Hi"}), call(0, "{}", "c1", "f"), call(1, "{}", "c2", "g"),
-      chunk({}, "tool_calls"), DONE],
-     {"role": "assistant", "content": "Hi", "tool_calls": [
-         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-         {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}),
-    ([chunk({"content": "Hi"}), DONE], None),  # failed: nothing to remember
+@pytest.mark.parametrize("upstream, texts, calls", [
+    ([chunk({"content": "Hi"}), chunk({}, "stop"), DONE], ["Hi"], []),
+    ([chunk({"content": "Hi"}), call(0, "{}", "c1", "f"), chunk({}, "tool_calls"), DONE],
+     ["Hi"], ["c1"]),
+    ([chunk({"content": "Hi"}), DONE], None, None),  # failed: nothing to record
 ], ids=["text", "tool-calls", "failed"])
-def test_reply_for_history(upstream: list, reply: dict | None) -> None:
+def test_the_final_response_is_kept_for_the_conversation(upstream: list, texts, calls) -> None:
     translator = ChatToResponsesStream({}, RID)
-    assert translator.reply is None
+    assert translator.final is None
     run(translator, chat_sse(*upstream))
-    assert translator.reply == reply
+    if texts is None:
+        assert translator.final is None
+        return
+    final = translator.final
+    assert final["id"] == RID and final["status"] == "completed"
+    assert [p["text"] for i in final["output"] if i["type"] == "message"
+            for p in i["content"]] == texts
+    assert [i["call_id"] for i in final["output"] if i["type"] == "function_call"] == calls
+
+
+def test_a_passed_through_responses_stream_keeps_its_final_response() -> None:
+    shaper = ResponsesPassthrough()
+    for event in SseParser().feed(responses_sse(*RESPONSES_TO_CHAT[0][2])):
+        shaper.feed(event)
+    assert shaper.final is not None and shaper.final["status"] in ("completed", "incomplete")
 
 
 @pytest.mark.parametrize("before", [[], [chunk({"content": "Hel"})]],

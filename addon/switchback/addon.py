@@ -25,6 +25,7 @@ from .engine.headers import masked
 from .engine.relay import Relay
 from .engine.upstream import UPSTREAM_OPTIONS, Upstream
 from .health.state import Conversations, Health, ProtocolMemory
+from .health.shared import Link, shared_stores
 from .health.stores import MemoryStore, Stores
 from .metrics import Metrics
 from .providers import ProviderTable
@@ -94,8 +95,11 @@ class Switchback:
         self.config = Config()
         self.table = ProviderTable({})
         self.stores = Stores.memory()
+        self.link: Link | None = None  # to the state replicas share, when configured
         self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses)
         self.metrics = Metrics()
+        self.metrics.state_up.set_function(lambda: 0 if self.link and not self.link.healthy
+                                           else 1)
         self.relay = Relay()
         self.status = StatusServer(self.status_document, self.metrics, self.reset_command)
         self.dispatcher: Dispatcher | None = None
@@ -137,9 +141,7 @@ class Switchback:
                 raise exceptions.OptionsError(
                     f"Switchback config error{'s' if many else ''}:{chr(10) if many else ' '}"
                     f"{exc}") from None
-            if config.conversation_bytes != self.config.conversation_bytes:
-                self.stores = dataclasses.replace(self.stores, conversations=MemoryStore(
-                    config.conversation_bytes, sizeof=len))
+            self._adopt_state(config)
             self.config, self.table = config, ProviderTable(config.providers)
             self.health.policy = config.cooldown
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
@@ -178,9 +180,29 @@ class Switchback:
             self.dispatcher = Dispatcher(
                 upstream, self.config, self.table, self.health,
                 ProtocolMemory(self.stores.protocols, self.config.protocol_memory),
-                Conversations(self.stores.conversations, self.config.conversation_ttl))
+                Conversations(self.stores.conversations, self.stores.affinity,
+                              self.config.conversation_ttl))
+
+    def _adopt_state(self, config: Config) -> None:
+        """The stores for `config`: this process's memory, or near caches of the
+        state replicas share. The backend is chosen once; a reload can only
+        resize the memory conversation store."""
+        if self.link is not None or config.state is None:
+            if config.state != (self.config.state if self.link else None):
+                logger.warning("switchback: the shared state setting changes only on restart")
+            if self.link is None and config.conversation_bytes != self.config.conversation_bytes:
+                self.stores = dataclasses.replace(self.stores, conversations=MemoryStore(
+                    config.conversation_bytes, sizeof=len))
+            return
+        self.link = Link(config.state.url, config.state.prefix)
+        memory = Stores.memory(conversation_bytes=config.conversation_bytes)
+        self.stores = shared_stores(self.link, memory)
+        self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses,
+                             config.cooldown)
 
     async def running(self) -> None:
+        if self.link is not None:
+            await self.link.start()
         await self.relay.start()
         if ctx.options.switchback_status_port:
             await self.status.start(ctx.options.switchback_status_port)
@@ -352,8 +374,10 @@ class Switchback:
     def status_document(self) -> dict:
         protocols = self.dispatcher.protocols if self.dispatcher \
             else ProtocolMemory(self.stores.protocols)
+        state = {"backend": "redis" if self.link else "memory",
+                 "healthy": self.link.healthy if self.link else True}
         return status_document(self.table, set(self.config.providers), self.health,
-                               protocols, self.metrics)
+                               protocols, self.metrics, state)
 
     @command.command("switchback.status")
     def status_command(self) -> str:
@@ -367,6 +391,8 @@ class Switchback:
         logger.info("switchback: state reset")
 
     async def done(self) -> None:
+        if self.link is not None:
+            await self.link.stop()
         await self.relay.stop()
         await self.status.stop()
         for upstream in self.retired:

@@ -67,6 +67,15 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class SharedState:
+    """Where replicas share what they learn: a Redis (or Valkey) URL, and the
+    prefix that keeps this deployment's keys apart from others on it."""
+
+    url: str
+    prefix: str = "switchback"
+
+
+@dataclass(frozen=True)
 class Config:
     providers: Mapping[str, Provider] = field(default_factory=dict)
     fallbacks: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
@@ -76,6 +85,7 @@ class Config:
     protocol_memory: float = 86_400.0  # how long a protocol that worked is remembered
     conversation_bytes: int = DEFAULT_CONVERSATION_BYTES  # translated conversations kept
     conversation_ttl: float = 86_400.0
+    state: SharedState | None = None  # None: this process's memory only
     source: str = "<built-in defaults>"
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
@@ -223,6 +233,30 @@ class _Reader:
                 out["conversation_ttl"] = ttl["ttl"]
         return out
 
+    def state(self, raw: Any) -> SharedState | None:
+        """`state: memory`, `state: redis://…` or `state: {url: …, prefix: …}`."""
+        if raw is None or raw == "memory":
+            return None
+        fix = ('write state: memory, state: redis://HOST:6379/0 (also rediss:// and '
+               'unix:///path?db=0), or state: {url: redis://…, prefix: switchback}')
+        if not isinstance(raw, (str, dict)):
+            self.fail("state", f"expected a URL or a mapping, got {type(raw).__name__}", fix)
+            return None
+        section = self.mapping(raw, "state", ("url", "prefix")) if isinstance(raw, dict) \
+            else {"url": raw}
+        url, prefix = section.get("url"), section.get("prefix", SharedState.prefix)
+        parts = urlsplit(url) if isinstance(url, str) else None
+        usable = parts is not None and (
+            (parts.scheme in ("redis", "rediss") and bool(parts.hostname))
+            or (parts.scheme == "unix" and bool(parts.path)))
+        if not usable:
+            self.fail("state.url" if isinstance(raw, dict) else "state",
+                      f"{url!r} is not a Redis URL", fix)
+        if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]+", prefix):
+            self.fail("state.prefix", f"{prefix!r} is not a usable key prefix",
+                      "write letters, digits, _ . : or -, e.g. prefix: switchback-prod")
+        return SharedState(url, prefix) if usable and isinstance(prefix, str) else None
+
     def check(self) -> None:
         """Raise every problem found, the first one named first."""
         if self.problems:
@@ -241,7 +275,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         raise ConfigError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
                           "check indentation and quoting on that line") from None
     raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
-                                   "protocol_memory", "conversations"))
+                                   "protocol_memory", "conversations", "state"))
     read = {str(name): reader.provider(str(name), value)
             for name, value in reader.mapping(raw.get("providers"), "providers").items()}
     providers = {name: p for name, p in read.items() if p is not None}
@@ -258,10 +292,11 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     memory = reader.durations({"protocol_memory": raw["protocol_memory"]}, "",
                               ("protocol_memory",)) if "protocol_memory" in raw else {}
     conversations = reader.conversations(raw.get("conversations"))
+    state = reader.state(raw.get("state"))
     reader.check()
     return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
                   cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
-                  **memory, **conversations)
+                  state=state, **memory, **conversations)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
     from .engine.dispatch import Result
@@ -36,6 +36,8 @@ class Metrics:
         self.upstream_seconds = Histogram("switchback_upstream_seconds", "Upstream attempt "
                                           "time until the answer (whole) or commit (stream)",
                                           ["provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.state_up = Gauge("switchback_state_backend_up", "1 while the state backend "
+                              "answers (always, for this process's memory), else 0", registry=r)
         self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
                                             "time to the first response byte", ["provider"],
                                             buckets=LATENCY_BUCKETS, registry=r)

@@ -39,6 +39,12 @@ class Candidate:
         return self.provider.name
 
     @property
+    def owner(self) -> str:
+        """Who an answer of this candidate belongs to: the provider and key
+        account (response ids and encrypted reasoning are scoped to it)."""
+        return f"{self.provider.name}{self.fingerprint}"
+
+    @property
     def can_switch(self) -> bool:
         """A provider configured to speak one protocol is never probed."""
         return self.provider.fixed is None

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def status_document(table: ProviderTable, configured: set[str], health: Health,
-                    protocols: ProtocolMemory, metrics: Metrics) -> dict[str, Any]:
+                    protocols: ProtocolMemory, metrics: Metrics,
+                    state: dict[str, Any]) -> dict[str, Any]:
     now = health.clock()
     cooldowns = []
     for scope, cooling in sorted(health.cooldowns(), key=lambda item: item[1].until):
@@ -44,6 +45,7 @@ def status_document(table: ProviderTable, configured: set[str], health: Health,
                        "protocol": served.value}
                       for (provider, model, client), served in sorted(protocols.items())],
         "counters": metrics.totals(),
+        "state": state,
     }
 
 

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Config
 from ..health.exhaustion import JSON, Failure, exhausted_answer
@@ -23,8 +24,9 @@ from ..health.hints import Hints, parse_hints
 from ..health.state import Conversations, Cooling, Health, ProtocolMemory, key_scope, model_scope
 from ..health.verdict import Action, Outcome, Scope, Verdict, error_info, judge
 from ..plan import Candidate, plan
+from ..jsonsafe import loads
 from ..protocols.bridge import Bridge, UnknownResponseId
-from ..protocols.shapers import StreamShaper
+from ..protocols.history import Turn, answered, extend, replay
 from ..protocols.sse import EventTooLarge, SseParser
 from ..providers import Provider, ProviderTable
 from ..recognise import LlmCall, fingerprint
@@ -84,12 +86,39 @@ class Result:
     outcome: CallOutcome = CallOutcome.OK
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A Responses call that continues `previous`, and what Switchback knows
+    of that conversation."""
+
+    previous: str
+    turn: Turn | None  # the conversation up to it, when Switchback carried it
+    producer: str | None  # the candidate that produced it (`Candidate.owner`)
+
+    def order(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        """The producer first, ahead of key rotation. With no history to hand
+        anybody else, only the producer (or, unknown, the first candidate)."""
+        ordered = tuple(sorted(candidates, key=lambda c: c.owner != self.producer))
+        return ordered if self.turn is not None else ordered[:1]
+
+    def request_for(self, candidate: Candidate, body: dict) -> tuple[dict, int] | None:
+        """What to send `candidate` in place of the client's body: the history
+        replayed, and how many sealed reasoning items were left out; None when
+        the client's body serves (the producer continues it on Responses) or
+        there is no history to replay."""
+        if self.turn is None or (candidate.owner == self.producer
+                                 and candidate.protocol is Protocol.RESPONSES):
+            return None
+        return replay(body, self.turn.items, candidate.owner)
+
+
 @dataclass
 class _Context:
     """What the loop learns about one call as it goes."""
 
     call: LlmCall
     redact: Redactor
+    continuation: Continuation | None = None
     trail: Trail = field(default_factory=Trail)
     failures: list[Failure] = field(default_factory=list)
     dead_providers: set[str] = field(default_factory=set)
@@ -125,13 +154,16 @@ class Dispatcher:
         self.clock = clock
 
     async def run(self, call: LlmCall) -> Result:
-        ctx = _Context(call, self.redactor.including(call.credential))
+        ctx = _Context(call, self.redactor.including(call.credential),
+                       await self._continuation(call))
         planned = plan(call, self.config, self.table, self._rotation,
                        lambda provider, model: self.protocols.get(provider.name, model,
                                                                   call.protocol))
         for note in planned.skipped:
             ctx.trail.note(note)
         pending = planned.candidates
+        if ctx.continuation is not None:
+            pending = ctx.continuation.order(pending)
         for round_ in range(2):
             for planned_candidate in pending:
                 candidate = ctx.in_call_protocol(planned_candidate)
@@ -161,6 +193,34 @@ class Dispatcher:
         coolings = [c for c in map(self._cooling, planned.candidates) if c is not None]
         status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model)
         return self._result(ctx, Answer(status, headers, body), CallOutcome.EXHAUSTED)
+
+    async def _continuation(self, call: LlmCall) -> Continuation | None:
+        """What Switchback knows of the conversation a Responses call continues."""
+        previous = call.body.get("previous_response_id")
+        if call.protocol is not Protocol.RESPONSES or not isinstance(previous, str):
+            return None
+        turn = await self.conversations.turn(previous)
+        producer = turn.by if turn is not None else await self.conversations.producer(previous)
+        return Continuation(previous, turn, producer)
+
+    def _record(self, ctx: _Context, candidate: Candidate, response: Any) -> None:
+        """Keep the conversation a Responses answer ends, for its follow-ups."""
+        body = ctx.call.body
+        if ctx.call.protocol is not Protocol.RESPONSES or body.get("store") is False:
+            return
+        found = answered(response)
+        if found is None:
+            return
+        response_id, output = found
+        continuation = ctx.continuation
+        if continuation is not None and continuation.turn is None:
+            # Its earlier turns are unknown here: handing on half a conversation
+            # would be worse than none. Remember only who can continue it.
+            self.conversations.affinity.put(response_id, candidate.owner,
+                                            self.conversations.ttl)
+            return
+        earlier = continuation.turn.items if continuation and continuation.turn else ()
+        self.conversations.record(response_id, extend(earlier, body, output, candidate.owner))
 
     def _result(self, ctx: _Context, delivery: Answer | Committed,
                 outcome: CallOutcome) -> Result:
@@ -198,10 +258,18 @@ class Dispatcher:
     async def _attempt(self, ctx: _Context, candidate: Candidate) -> Answer | Committed | None:
         """One try. Returns what to deliver, or None to move on."""
         call = ctx.call
-        bridge = Bridge(call.protocol, candidate.protocol, call.body, call.raw)
+        request, raw = call.body, call.raw
+        replayed = ctx.continuation.request_for(candidate, request) if ctx.continuation else None
+        if replayed is not None:
+            request, sealed = replayed
+            raw = json.dumps(request).encode()
+            ctx.trail.note("replayed history")
+            if sealed:
+                ctx.trail.note(f"left out {sealed} encrypted reasoning item(s) "
+                               "only their producer can read")
+        bridge = Bridge(call.protocol, candidate.protocol, request, raw)
         try:
-            body = bridge.body(candidate.model, candidate.provider.origin[1],
-                               self.conversations.get)
+            body = bridge.body(candidate.model, candidate.provider.origin[1])
         except UnknownResponseId as exc:
             # This candidate cannot continue that conversation; another might.
             ctx.trail.attempt(ctx.label(candidate), "unknown previous_response_id")
@@ -224,7 +292,10 @@ class Dispatcher:
         verdict = judge(outcome, self.clock())
         if verdict.action is Action.DELIVER:
             self._served(ctx, candidate, record, verdict.hints)
-            return self._whole_answer(bridge, outcome, own_call(call, candidate))
+            answer = self._whole_answer(bridge, outcome, own_call(call, candidate))
+            if call.protocol is Protocol.RESPONSES:
+                self._record(ctx, candidate, loads(answer.body))
+            return answer
         if verdict.action is Action.PASS_THROUGH:
             self._finish(ctx, candidate, record, str(outcome.status))
             if outcome.failure is not None:  # a client error at the head of a stream
@@ -280,7 +351,8 @@ class Dispatcher:
                     committed = True  # the stream owns the upstream answer now
                     return Committed(200, record.response_headers, first,
                                      deliver(chunks, parser, shaper, ctx.redact.bytes,
-                                             lambda: self._remember(bridge, shaper)),
+                                             lambda: self._record(ctx, candidate,
+                                                                  shaper.final)),
                                      response.close)
                 record.response_body = ctx.redact.bytes(head.raw())
                 culprit = head.culprit.data if head.culprit and head.culprit.data else ""
@@ -312,18 +384,10 @@ class Dispatcher:
     def _whole_answer(self, bridge: Bridge, outcome: Outcome, own: bool) -> Answer:
         headers = response_headers(outcome.headers.items(), own)
         try:
-            body, history = bridge.answer(outcome.body)
+            body = bridge.answer(outcome.body)
         except ValueError:  # not JSON: nothing to translate, deliver what came
-            return Answer(outcome.status or 200, headers, outcome.body)
-        if history is not None:
-            self.conversations.put(bridge.response_id, history)
+            body = outcome.body
         return Answer(outcome.status or 200, headers, body)
-
-    def _remember(self, bridge: Bridge, shaper: StreamShaper) -> None:
-        """After a translated stream completes, keep its conversation."""
-        history = bridge.history(getattr(shaper, "reply", None))
-        if history is not None:
-            self.conversations.put(bridge.response_id, history)
 
     def _served(self, ctx: _Context, candidate: Candidate, record: AttemptRecord,
                 hints: Hints | None = None) -> None:

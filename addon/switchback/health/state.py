@@ -1,6 +1,6 @@
 """Health state: cooldowns per (provider, key) and per (provider, model),
 the protocol that serves where the client's own endpoint is missing, and
-the conversations Switchback translated.
+the Responses conversations Switchback carries.
 
 Callers speak to these classes; they speak to `Store`s (see `stores`), one
 per kind of state. Keys here are fingerprints, never secrets.
@@ -8,13 +8,12 @@ per kind of state. Keys here are fingerprints, never secrets.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ..jsonsafe import loads
+from ..protocols.history import Turn
 from ..vocabulary import Protocol, Reason
 from .cooldown import CooldownPolicy, Strikes
 from .stores import Store
@@ -135,18 +134,22 @@ class ProtocolMemory:
 
 
 class Conversations:
-    """Chat history behind the response ids Switchback issued while
-    translating, so `previous_response_id` can be replayed. Kept as JSON
-    bytes: their size is what the store's byte bound counts."""
+    """The Responses conversations Switchback carries, by response id: the
+    items behind each (so another candidate can be handed the history) and
+    who produced it (so a follow-up goes back there first). Kept as JSON text:
+    its size is what the store's byte bound counts."""
 
-    def __init__(self, store: Store, ttl: float = 86_400.0) -> None:
-        self.store, self.ttl = store, ttl
+    def __init__(self, turns: Store, affinity: Store, ttl: float = 86_400.0) -> None:
+        self.turns, self.affinity, self.ttl = turns, affinity, ttl
 
-    def get(self, response_id: str) -> list[dict] | None:
-        blob = self.store.get(response_id)
-        messages = loads(blob) if blob is not None else None
-        return messages if isinstance(messages, list) else None
+    async def turn(self, response_id: str) -> Turn | None:
+        text = await self.turns.fetch(response_id)
+        return Turn.loads(text) if isinstance(text, str) else None
 
-    def put(self, response_id: str, messages: list[dict]) -> None:
-        self.store.put(response_id, json.dumps(messages, separators=(",", ":")).encode(),
-                       self.ttl)
+    async def producer(self, response_id: str) -> str | None:
+        by = await self.affinity.fetch(response_id)
+        return by if isinstance(by, str) and by else None
+
+    def record(self, response_id: str, turn: Turn) -> None:
+        self.turns.put(response_id, turn.dumps(), self.ttl)
+        self.affinity.put(response_id, turn.by, self.ttl)

@@ -35,6 +35,8 @@ class Store(Protocol):
     def delete(self, key: Hashable) -> None: ...
     def items(self) -> Iterator[tuple[Hashable, Any]]: ...
     def clear(self) -> None: ...
+    async def fetch(self, key: Hashable) -> Any | None:
+        """`get`, asking a shared backend when this replica does not know."""
 
 
 class MemoryStore:
@@ -68,6 +70,9 @@ class MemoryStore:
     def clear(self) -> None:
         self._cache.clear()
 
+    async def fetch(self, key: Hashable) -> Any | None:
+        return self.get(key)
+
     @property
     def size(self) -> float:
         """Entries held, or bytes with `sizeof`."""
@@ -80,7 +85,8 @@ class Stores:
     strikes: Store
     uses: Store
     protocols: Store
-    conversations: Store
+    conversations: Store  # response id → the conversation up to it (JSON)
+    affinity: Store  # response id → who produced it: outlives an evicted conversation
 
     @classmethod
     def memory(cls, clock: Clock = time.time,
@@ -90,9 +96,10 @@ class Stores:
                    strikes=MemoryStore(entries, clock),
                    uses=MemoryStore(entries, clock),
                    protocols=MemoryStore(entries, clock),
-                   conversations=MemoryStore(conversation_bytes, clock, sizeof=len))
+                   conversations=MemoryStore(conversation_bytes, clock, sizeof=len),
+                   affinity=MemoryStore(entries, clock))
 
     def clear(self) -> None:
         for store in (self.cooldowns, self.strikes, self.uses, self.protocols,
-                      self.conversations):
+                      self.conversations, self.affinity):
             store.clear()

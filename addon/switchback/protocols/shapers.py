@@ -38,6 +38,11 @@ class StreamShaper(Interface):
     def fail(self, message: str) -> bytes:
         """Closing bytes when the upstream broke after commit."""
 
+    @property
+    def final(self) -> dict | None:
+        """For a Responses client: the response object as it completed (the
+        conversation record keeps its output); None otherwise."""
+
 
 def chat_error(message: str, code: str = BROKEN) -> bytes:
     """How a chat stream ends in failure: an error chunk, then `[DONE]` so SDKs stop."""
@@ -49,6 +54,8 @@ class ChatPassthrough:
     """A chat/completions stream forwarded as is. Its answer is complete at
     the chunk with a finish_reason (what may follow — usage, `[DONE]` — adds
     nothing a client must have)."""
+
+    final = None  # a chat client keeps no conversation here
 
     def __init__(self) -> None:
         self.complete = False
@@ -77,19 +84,27 @@ class ResponsesPassthrough:
         self.complete = False
         self._last: Event | None = None  # the latest event with data
         self._started: Event | None = None  # the latest created/in_progress event
+        self._terminal: Event | None = None
 
     def feed(self, event: Event) -> bytes:
         if b"data:" in event.raw:
             self._last = event
             kind = tracked_type(event)
             if kind in RESPONSES_TERMINAL:
-                self.complete = True
+                self.complete, self._terminal = True, event
             elif kind in RESPONSES_PREAMBLE:
                 self._started = event
         return event.raw
 
     def finish(self) -> bytes:
         return self.fail("upstream stream ended before response.completed")
+
+    @property
+    def final(self) -> dict | None:
+        """The response object of the terminal event, for the conversation record."""
+        payload = self._terminal.json() if self._terminal is not None else None
+        response = payload.get("response") if isinstance(payload, dict) else None
+        return response if isinstance(response, dict) else None
 
     def fail(self, message: str) -> bytes:
         if self.complete:

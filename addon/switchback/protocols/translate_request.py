@@ -263,19 +263,13 @@ _RESPONSES_ONLY = frozenset({
 _SAME_IN_CHAT = ("model", "temperature", "top_p", "user", "service_tier")
 
 
-def responses_to_chat(body: dict, history: list[dict] | None = None, *,
-                      upstream_host: str = "") -> Translated:
-    """A /responses body as a /chat/completions body. `history` is the chat
-    conversation behind `previous_response_id`, which chat cannot reference."""
+def responses_to_chat(body: dict, *, upstream_host: str = "") -> Translated:
+    """A /responses body as a /chat/completions body. A conversation behind
+    `previous_response_id` arrives already replayed into `input`."""
     dropped: Drops = []
     messages: list[dict] = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": text_of(body["instructions"])})
-    # The earlier turn's own instructions are not carried over (Responses rule).
-    history = list(history or [])
-    while history and history[0].get("role") == "system":
-        history.pop(0)
-    messages += history
     messages += input_messages(body.get("input") or [], dropped)
     chat: dict = {k: body[k] for k in _SAME_IN_CHAT if body.get(k) is not None}
     chat["messages"] = messages

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..vocabulary import Protocol
-from .translate_request import custom_input, input_messages, text_of
+from .translate_request import custom_input, text_of
 
 # ------------------------------------------------------------------ shared pieces
 
@@ -261,26 +260,3 @@ def responses_to_chat_response(resp: dict, request: dict) -> dict:
     if usage := usage_to_chat(resp.get("usage")):
         body["usage"] = usage
     return body
-
-
-# ------------------------------------------------------------------ history
-
-
-def history_message(message: dict) -> dict:
-    """An assistant chat message trimmed to what is safe to replay upstream
-    (no reasoning, which some servers reject)."""
-    out = {"role": "assistant", "content": message.get("content")}
-    if message.get("tool_calls"):
-        out["tool_calls"] = message["tool_calls"]
-    elif out["content"] is None:
-        out["content"] = ""
-    return out
-
-
-def reply_message(body: dict, protocol: Protocol) -> dict:
-    """The assistant chat message of a reply in either protocol, for the
-    `previous_response_id` history."""
-    if protocol is Protocol.CHAT:
-        return history_message((body.get("choices") or [{}])[0].get("message") or {})
-    messages = input_messages(body.get("output") or [], [])
-    return history_message(messages[0] if messages else {})

@@ -25,7 +25,6 @@ from .translate_response import (
     chat_id,
     custom_tool_names,
     finish_reason,
-    history_message,
     item_id,
     message_item,
     output_text_part,
@@ -116,6 +115,7 @@ class ChatToResponsesStream:
         self._calls: dict[int, _Call] = {}  # by chat tool-call index
         self._finish: str | None = None
         self._usage: dict | None = None
+        self._final: dict | None = None
 
     # StreamShaper
 
@@ -149,17 +149,9 @@ class ChatToResponsesStream:
         return b"" if self.complete else self._failure(message, "server_error")
 
     @property
-    def reply(self) -> dict | None:
-        """The assistant chat message once the answer completed, for history."""
-        if not self.complete or self._failed:
-            return None
-        texts = [part["text"] for item in self._output if item["type"] == "message"
-                 for part in item["content"] if part["type"] == "output_text"]
-        calls = sorted((c for c in self._calls.values() if c.index is not None),
-                       key=lambda c: c.index or 0)
-        tool_calls = [{"id": c.id, "type": "function",
-                       "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
-        return history_message({"content": "".join(texts) or None, "tool_calls": tool_calls})
+    def final(self) -> dict | None:
+        """The response object as completed, for the conversation record."""
+        return self._final
 
     # events
 
@@ -341,8 +333,9 @@ class ChatToResponsesStream:
             out += self._close_call(key, call)
         self.complete = True
         kind = "response.completed" if status == "completed" else "response.incomplete"
-        return out + self._event(kind, response=self._response(
-            status, usage=usage_to_responses(self._usage), incomplete_details=incomplete))
+        self._final = self._response(status, usage=usage_to_responses(self._usage),
+                                     incomplete_details=incomplete)
+        return out + self._event(kind, response=self._final)
 
     def _end(self) -> bytes:
         """Upstream is done: complete if it said why it stopped, else fail."""
@@ -392,6 +385,8 @@ class _Slot:
 
 class ResponsesToChatStream:
     """Upstream Responses events → chat.completion.chunk frames for the client."""
+
+    final = None  # a chat client keeps no conversation here
 
     def __init__(self, request: dict) -> None:
         self.complete = False
