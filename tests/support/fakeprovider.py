@@ -5,6 +5,9 @@ not, and plays scripted faults in order: a status with headers and body, a
 slow first byte, an error as the first event, a stream cut midway, a
 connection dropped without an answer. It records every request it gets, so
 tests can count calls per path and per key and see exactly what was sent.
+Like a real provider it scopes what it keeps to the key (the account) that
+made it: a `previous_response_id` of another key's is "not found", and
+encrypted reasoning sealed for another key is refused.
 
 Real networks are less polite than one tidy event per write, so a reply can
 also be raw: body bytes written exactly as the pieces given (several events in
@@ -88,9 +91,10 @@ def chat_events(model: str, text: str, usage: bool) -> list[Any]:
     return events
 
 
-def response_object(model: str, text: str, status: str = "completed") -> dict:
+def response_object(model: str, text: str, status: str = "completed", rid: str = "resp_fake",
+                    reasoning: dict | None = None) -> dict:
     content = [{"type": "output_text", "text": text, "annotations": []}]
-    return {"id": "resp_fake", "object": "response", "created_at": int(time.time()),
+    answer = {"id": rid, "object": "response", "created_at": int(time.time()),
             "status": status, "model": model, "error": None, "incomplete_details": None,
             "instructions": None, "tools": [], "tool_choice": "auto",
             "parallel_tool_calls": True,
@@ -99,10 +103,14 @@ def response_object(model: str, text: str, status: str = "completed") -> dict:
             "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
                       "input_tokens_details": {"cached_tokens": 0},
                       "output_tokens_details": {"reasoning_tokens": 0}}}
+    if reasoning is not None and status == "completed":
+        answer["output"].insert(0, reasoning)
+    return answer
 
 
-def response_events(model: str, text: str) -> list[Any]:
-    start = response_object(model, text, status="in_progress")
+def response_events(model: str, text: str, rid: str = "resp_fake",
+                    reasoning: dict | None = None) -> list[Any]:
+    start = response_object(model, text, status="in_progress", rid=rid)
     part = {"type": "output_text", "text": "", "annotations": []}
     item = {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant",
             "content": []}
@@ -117,13 +125,13 @@ def response_events(model: str, text: str) -> list[Any]:
         events.append({"type": "response.output_text.delta", "item_id": "msg_fake",
                        "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []})
     done_part = {**part, "text": text}
-    final = response_object(model, text)
+    final = response_object(model, text, rid=rid, reasoning=reasoning)
     events += [
         {"type": "response.output_text.done", "item_id": "msg_fake", "output_index": 0,
          "content_index": 0, "text": text, "logprobs": []},
         {"type": "response.content_part.done", "item_id": "msg_fake", "output_index": 0,
          "content_index": 0, "part": done_part},
-        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][-1]},
         {"type": "response.completed", "response": final},
     ]
     for number, event in enumerate(events):
@@ -180,16 +188,16 @@ def chat_tool_events(model: str, name: str, usage: bool) -> list[Any]:
     return [events[0], *calls, finish, *events[3:]]
 
 
-def response_tool_object(model: str, name: str) -> dict:
-    answer = response_object(model, "")
+def response_tool_object(model: str, name: str, rid: str = "resp_fake") -> dict:
+    answer = response_object(model, "", rid=rid)
     answer["output"] = [{"type": "function_call", "id": "fc_fake", "call_id": "call_fake",
                          "name": name, "arguments": TOOL_ARGUMENTS, "status": "completed"}]
     return answer
 
 
-def response_tool_events(model: str, name: str) -> list[Any]:
-    start = response_object(model, "", status="in_progress")
-    final = response_tool_object(model, name)
+def response_tool_events(model: str, name: str, rid: str = "resp_fake") -> list[Any]:
+    start = response_object(model, "", status="in_progress", rid=rid)
+    final = response_tool_object(model, name, rid)
     item = {**final["output"][0], "arguments": "", "status": "in_progress"}
     events: list[dict] = [
         {"type": "response.created", "response": start},
@@ -211,6 +219,11 @@ def response_tool_events(model: str, name: str) -> list[Any]:
 def _pieces(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+
+def sealed_for(key: str | None) -> str:
+    """Encrypted reasoning only `key`'s account can read."""
+    return f"sealed-for-{key}"
 
 
 def sse(payload: Any, eol: str = "\n") -> bytes:
@@ -257,6 +270,7 @@ class FakeProvider(ServedInThread):
         self.seen: list[Seen] = []
         self.disconnects = 0  # streams whose client went away mid-way
         self.hangups: list[float] = []  # when a client went away while the fake waited to answer
+        self.responses: dict[str, str | None] = {}  # response id → the key that made it
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -279,6 +293,7 @@ class FakeProvider(ServedInThread):
             self._script.clear()
             self.disconnects = 0
             self.hangups.clear()
+            self.responses.clear()
 
     def script(self, *replies: Reply) -> None:
         """Queue replies for the next requests, in order."""
@@ -288,6 +303,23 @@ class FakeProvider(ServedInThread):
     def count(self, path: str | None = None, key: str | None = None) -> int:
         return sum(1 for s in self.seen if (path is None or s.path.endswith(path))
                    and (key is None or s.key == key))
+
+    def _account_check(self, body: dict, key: str | None) -> tuple[int, dict] | None:
+        """What a real provider refuses across accounts: another key's response
+        id, reasoning sealed for another key."""
+        previous = body.get("previous_response_id")
+        if previous is not None and self.responses.get(previous, "") != key:
+            return 404, {"error": {"message": f"Previous response with id '{previous}' not found.",
+                                   "type": "invalid_request_error",
+                                   "param": "previous_response_id",
+                                   "code": "previous_response_not_found"}}
+        items = body.get("input") if isinstance(body.get("input"), list) else []
+        if any(isinstance(i, dict) and i.get("type") == "reasoning" and i.get("encrypted_content")
+               and i["encrypted_content"] != sealed_for(key) for i in items):
+            return 400, {"error": {"message": "The encrypted content could not be verified.",
+                                   "type": "invalid_request_error",
+                                   "code": "invalid_encrypted_content"}}
+        return None
 
     def _next(self) -> Reply:
         with self._lock:
@@ -333,6 +365,14 @@ class FakeProvider(ServedInThread):
                     return
                 if reply.raw is not None:
                     return self._raw(reply)
+                key = fake.seen[-1].key
+                if path.endswith(RESPONSES) and (refusal := fake._account_check(body, key)):
+                    return self._send(*refusal)
+                rid = f"resp_{fake.name}_{len(fake.seen)}"
+                fake.responses[rid] = key
+                reasoning = {"type": "reasoning", "id": f"rs_{len(fake.seen)}", "summary": [],
+                             "encrypted_content": sealed_for(key)} \
+                    if "reasoning.encrypted_content" in (body.get("include") or []) else None
                 model = body.get("model", "unknown")
                 result = tool_result(body)
                 text = reply.text or (f"weather: {result}" if result is not None
@@ -347,18 +387,18 @@ class FakeProvider(ServedInThread):
                     if reply.events is not None:
                         events = reply.events
                     elif tool:
-                        events = response_tool_events(model, tool) if responses \
+                        events = response_tool_events(model, tool, rid) if responses \
                             else chat_tool_events(model, tool, usage)
                     else:
-                        events = response_events(model, text) if responses \
+                        events = response_events(model, text, rid, reasoning) if responses \
                             else chat_events(model, text, usage)
                     return self._stream(events, reply)
                 if tool:
-                    answer = response_tool_object(model, tool) if responses \
+                    answer = response_tool_object(model, tool, rid) if responses \
                         else chat_tool_completion(model, tool)
                 else:
-                    answer = response_object(model, text) if responses \
-                        else chat_completion(model, text)
+                    answer = response_object(model, text, rid=rid, reasoning=reasoning) \
+                        if responses else chat_completion(model, text)
                 self._send(200, answer, reply.headers)
 
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None
