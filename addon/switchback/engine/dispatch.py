@@ -283,7 +283,8 @@ class Dispatcher:
         record = AttemptRecord(candidate.provider.name, candidate.url, masked(headers), body,
                                self.clock())
         ctx.attempts.append(record)
-        self.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
+        if len(candidate.provider.keys) > 1:  # only a provider's own keys rotate
+            self.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
         exchanged = await self._exchange(ctx, candidate, headers, body, record, bridge)
         if isinstance(exchanged, Committed):
             self._served(ctx, candidate, record)

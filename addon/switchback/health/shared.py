@@ -215,9 +215,11 @@ class Link:
                 ttl = max(1, int((op.expires - now) * 1000))
                 pipe.set(self.redis_key(op.kind, op.key), op.value, px=ttl)
             if op.publish:
-                pipe.publish(self.channel, json.dumps(
-                    {"r": self.replica, "o": op.verb, "k": op.kind, "key": op.key,
-                     "v": op.value, "x": op.expires}, separators=(",", ":")))
+                # The replica first, outside the JSON: our own events come back
+                # to us too, and are skipped without parsing.
+                pipe.publish(self.channel, self.replica + json.dumps(
+                    {"o": op.verb, "k": op.kind, "key": op.key, "v": op.value,
+                     "x": op.expires}, separators=(",", ":")))
         await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
 
     # reads
@@ -271,10 +273,10 @@ class Link:
                 await pubsub.aclose()
 
     def _apply(self, data: str) -> None:
+        if data.startswith(self.replica):
+            return
         try:
-            event = json.loads(data)
-            if event["r"] == self.replica:
-                return
+            event = json.loads(data[len(self.replica):])
             store = self._stores.get(event["k"])
             if store is None:
                 return

@@ -104,9 +104,12 @@ class Health:
         return sorted(scopes, key=lambda s: self._uses.get(s) or 0.0)
 
     def succeeded(self, *scopes: ScopeKey) -> None:
-        """A success resets the backoff of every scope that served it."""
+        """A success resets the backoff of every scope that served it (a
+        shared store's near cache knows every replica's strikes: nothing to
+        tell anybody when it has none)."""
         for scope in scopes:
-            self._strikes.delete(scope)
+            if self._strikes.get(scope) is not None:
+                self._strikes.delete(scope)
 
     def cooldowns(self) -> list[tuple[ScopeKey, Cooling]]:
         now = self.clock()
