@@ -68,7 +68,7 @@ def test_when_the_producer_fails_the_history_goes_to_the_next_key(setup, stream)
     # K1's sealed reasoning was left out: K2's account would refuse it (the fake does).
     assert not any(i.get("type") == "reasoning" for i in replayed.body["input"])
     log = running.output()
-    assert "replayed history" in log and "left out 1 encrypted reasoning item(s)" in log
+    assert "replayed history" in log and "left out 1 reasoning item(s)" in log
 
 
 def test_a_conversation_continues_on_a_chat_fallback(setup):
@@ -104,3 +104,17 @@ def test_clients_that_send_the_whole_conversation_are_unchanged(setup):
     assert [s.key for s in p.seen] == [K1, K2]
     assert p.seen[0].body == p.seen[1].body  # the same request, to the next key
     assert p.seen[1].body["input"] == history and p.seen[1].body["store"] is False
+
+
+def test_another_clients_conversation_is_never_handed_over(setup):
+    p, chat_only, running, client = setup
+    first = client.responses.create(model="m", input="my secret plan")
+    stranger = running.openai(p.base_url, api_key="sk-someone-else")
+    p.script(Reply(status=429, headers={"retry-after": "30"},
+                   body={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}))
+    with pytest.raises(openai.RateLimitError):
+        stranger.responses.create(model="m", input="what was it?", previous_response_id=first.id)
+    # Only the producer was asked, with the id (its account decides); nothing was replayed.
+    assert [s.body.get("previous_response_id") for s in p.seen[1:]] == [first.id]
+    assert chat_only.count() == 0
+    assert all("my secret plan" not in str(s.body) for s in p.seen[1:] + chat_only.seen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchback.protocols.history import Turn, answered, extend, input_items, replay, sealed
+from switchback.protocols.history import Turn, answered, carried, extend, input_items, replay
 
 USER = {"role": "user", "content": "hi"}
 SEALED = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA…"}
@@ -26,20 +26,27 @@ def test_input_items(value, items):
     assert input_items(value) == items
 
 
-@pytest.mark.parametrize("item,is_sealed", [
-    (SEALED, True), (OPEN_REASONING, False), ({**SEALED, "encrypted_content": ""}, False),
-    (ANSWER, False),
+@pytest.mark.parametrize("owner,item,to,expected", [
+    ("", USER, "p#k2", USER),  # the client's own words go anywhere
+    ("p#k1", SEALED, "p#k1", SEALED),  # its producer reads its reasoning
+    ("p#k1", SEALED, "p#k2", None),  # another account cannot decrypt it
+    ("p#k1", OPEN_REASONING, "p#k2", None),  # nor find it by its id
+    ("p#k1", ANSWER, "p#k1", ANSWER),
+    ("p#k1", ANSWER, "q#k9", {k: v for k, v in ANSWER.items() if k != "id"}),
 ])
-def test_sealed(item, is_sealed):
-    assert sealed(item) is is_sealed
+def test_what_each_candidate_may_be_handed(owner, item, to, expected):
+    assert carried(owner, item, to) == expected
+
+
+ANSWER_ELSEWHERE = {k: v for k, v in ANSWER.items() if k != "id"}
 
 
 @pytest.mark.parametrize("to,kept,left_out", [
-    ("p#k1", [USER, SEALED, OPEN_REASONING, ANSWER], 0),  # its producer reads it
-    ("p#k2", [USER, OPEN_REASONING, ANSWER], 1),  # another account cannot
-    ("other#k9", [USER, OPEN_REASONING, ANSWER], 1),
+    ("p#k1", [USER, SEALED, OPEN_REASONING, ANSWER], 0),  # its producer reads it all
+    ("p#k2", [USER, ANSWER_ELSEWHERE], 2),  # another account gets no reasoning, no ids
+    ("other#k9", [USER, ANSWER_ELSEWHERE], 2),
 ])
-def test_replay_inlines_history_and_keeps_sealed_reasoning_for_its_producer(to, kept, left_out):
+def test_replay_inlines_history_and_keeps_reasoning_with_its_producer(to, kept, left_out):
     request = {"model": "m", "previous_response_id": "resp_1", "input": "and then?",
                "store": True}
     body, dropped = replay(request, HISTORY, to)
@@ -57,7 +64,7 @@ def test_extend_records_input_and_output_with_their_producer():
 
 
 def test_a_turn_survives_its_text_form():
-    turn = Turn(HISTORY, "p#k1")
+    turn = Turn(HISTORY, "p#k1", "#c11e47")
     assert Turn.loads(turn.dumps()) == turn
     assert Turn.loads("not json") is None and Turn.loads('{"items": 3}') is None
 

@@ -96,6 +96,7 @@ class Switchback:
         self.table = ProviderTable({})
         self.stores = Stores.memory()
         self.link: Link | None = None  # to the state replicas share, when configured
+        self.started = False  # running: the state backend is chosen for good
         self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses)
         self.metrics = Metrics()
         self.metrics.state_up.set_function(lambda: 0 if self.link and not self.link.healthy
@@ -187,7 +188,7 @@ class Switchback:
         """The stores for `config`: this process's memory, or near caches of the
         state replicas share. The backend is chosen once; a reload can only
         resize the memory conversation store."""
-        if self.link is not None or config.state is None:
+        if self.link is not None or config.state is None or self.started:
             if config.state != (self.config.state if self.link else None):
                 logger.warning("switchback: the shared state setting changes only on restart")
             if self.link is None and config.conversation_bytes != self.config.conversation_bytes:
@@ -201,6 +202,7 @@ class Switchback:
                              config.cooldown)
 
     async def running(self) -> None:
+        self.started = True
         if self.link is not None:
             await self.link.start()
         await self.relay.start()

@@ -250,8 +250,9 @@ class _Reader:
             (parts.scheme in ("redis", "rediss") and bool(parts.hostname))
             or (parts.scheme == "unix" and bool(parts.path)))
         if not usable:
+            shown = url.rpartition("@")[2] if isinstance(url, str) else url  # no password
             self.fail("state.url" if isinstance(raw, dict) else "state",
-                      f"{url!r} is not a Redis URL", fix)
+                      f"{shown!r} is not a Redis URL", fix)
         if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]+", prefix):
             self.fail("state.prefix", f"{prefix!r} is not a usable key prefix",
                       "write letters, digits, _ . : or -, e.g. prefix: switchback-prod")

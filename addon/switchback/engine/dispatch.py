@@ -40,6 +40,11 @@ from .upstream import (TRANSPORT_ERRORS, Upstream, is_event_stream, keep_waiting
                        transport_detail, transport_failure)
 
 MAX_ERROR_BODY = 1 << 20
+
+
+def caller(call: LlmCall) -> str:
+    """Whose conversation a call's is: its own credential's fingerprint."""
+    return fingerprint(call.credential) if call.credential else ""
 logger = logging.getLogger(__name__)
 
 
@@ -103,7 +108,7 @@ class Continuation:
 
     def request_for(self, candidate: Candidate, body: dict) -> tuple[dict, int] | None:
         """What to send `candidate` in place of the client's body: the history
-        replayed, and how many sealed reasoning items were left out; None when
+        replayed, and how many reasoning items were left out; None when
         the client's body serves (the producer continues it on Responses) or
         there is no history to replay."""
         if self.turn is None or (candidate.owner == self.producer
@@ -161,9 +166,10 @@ class Dispatcher:
                                                                   call.protocol))
         for note in planned.skipped:
             ctx.trail.note(note)
-        pending = planned.candidates
+        candidates = planned.candidates
         if ctx.continuation is not None:
-            pending = ctx.continuation.order(pending)
+            candidates = ctx.continuation.order(candidates)
+        pending = candidates
         for round_ in range(2):
             for planned_candidate in pending:
                 candidate = ctx.in_call_protocol(planned_candidate)
@@ -183,14 +189,14 @@ class Dispatcher:
                                         else CallOutcome.PASSED_THROUGH)
             # Everything failed or is cooling: if a candidate comes back soon
             # enough, wait for it rather than fail the call.
-            returning = self._returning(ctx, planned.candidates)
+            returning = self._returning(ctx, candidates)
             if not returning or min(returning.values()) > self.config.max_wait:
                 break
             wait = min(returning.values())
             ctx.trail.note(f"waited {seconds_text(wait)}")
             await asyncio.sleep(wait + 0.02)  # cooldowns use the wall clock; sleep may not
             pending = tuple(c for c, left in returning.items() if left <= wait)
-        coolings = [c for c in map(self._cooling, planned.candidates) if c is not None]
+        coolings = [c for c in map(self._cooling, candidates) if c is not None]
         status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model)
         return self._result(ctx, Answer(status, headers, body), CallOutcome.EXHAUSTED)
 
@@ -199,9 +205,12 @@ class Dispatcher:
         previous = call.body.get("previous_response_id")
         if call.protocol is not Protocol.RESPONSES or not isinstance(previous, str):
             return None
-        turn = await self.conversations.turn(previous)
-        producer = turn.by if turn is not None else await self.conversations.producer(previous)
-        return Continuation(previous, turn, producer)
+        # Both at once: with shared state each may be a (bounded) trip to Redis.
+        turn, producer = await asyncio.gather(self.conversations.turn(previous),
+                                              self.conversations.producer(previous))
+        if turn is not None and turn.caller != caller(call):
+            turn = None  # another client's conversation is not ours to hand on
+        return Continuation(previous, turn, producer or (turn.by if turn else None))
 
     def _record(self, ctx: _Context, candidate: Candidate, response: Any) -> None:
         """Keep the conversation a Responses answer ends, for its follow-ups."""
@@ -213,14 +222,16 @@ class Dispatcher:
             return
         response_id, output = found
         continuation = ctx.continuation
-        if continuation is not None and continuation.turn is None:
+        if (continuation is not None and continuation.turn is None) or \
+                response.get("status") not in ("completed", "incomplete"):
             # Its earlier turns are unknown here: handing on half a conversation
             # would be worse than none. Remember only who can continue it.
             self.conversations.affinity.put(response_id, candidate.owner,
                                             self.conversations.ttl)
             return
         earlier = continuation.turn.items if continuation and continuation.turn else ()
-        self.conversations.record(response_id, extend(earlier, body, output, candidate.owner))
+        self.conversations.record(response_id, extend(earlier, body, output, candidate.owner,
+                                                      caller(ctx.call)))
 
     def _result(self, ctx: _Context, delivery: Answer | Committed,
                 outcome: CallOutcome) -> Result:
@@ -261,12 +272,12 @@ class Dispatcher:
         request, raw = call.body, call.raw
         replayed = ctx.continuation.request_for(candidate, request) if ctx.continuation else None
         if replayed is not None:
-            request, sealed = replayed
+            request, left_out = replayed
             raw = json.dumps(request).encode()
             ctx.trail.note("replayed history")
-            if sealed:
-                ctx.trail.note(f"left out {sealed} encrypted reasoning item(s) "
-                               "only their producer can read")
+            if left_out:
+                ctx.trail.note(f"left out {left_out} reasoning item(s) only their producer "
+                               "can read")
         bridge = Bridge(call.protocol, candidate.protocol, request, raw)
         try:
             body = bridge.body(candidate.model, candidate.provider.origin[1])

@@ -10,7 +10,10 @@ everywhere within a message's latency. Large kinds (conversations) are not
 mirrored: they are written through and fetched on a local miss, with a tight
 timeout.
 
-When Redis goes away, a breaker opens: writes are kept aside (the latest per
+Every command is bounded by its connection's socket timeouts rather than
+by cancelling it from outside (a cancelled redis-py call may wait on its own
+clean-up), and the listener polls, so a quiet channel is never mistaken for
+a dead one. When Redis goes away, a breaker opens: writes are kept aside (the latest per
 key), reads stay local, nothing waits. A reconnect loop looks for Redis again;
 once it answers, the replica rejoins: what it learned meanwhile is written
 through, and the shared state is read back into its near caches.
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..vocabulary import Reason
@@ -88,6 +93,10 @@ class Link:
         self._tasks: set[asyncio.Task] = set()
         self._reconnecting = False
         self._warned = False
+        self._listening: aioredis.Redis | None = None
+        self._listener: asyncio.Task | None = None
+        self._writer: asyncio.Task | None = None
+        self._stopping = False
 
     def store(self, kind: str, local: MemoryStore, codec: Codec, mirrored: bool) -> SharedStore:
         self._stores[kind] = store = SharedStore(kind, local, self, codec, mirrored)
@@ -100,70 +109,110 @@ class Link:
 
     async def start(self) -> None:
         """Join, or start on the local stores and keep looking for Redis."""
-        self._spawn(self._write())
         if not await self._join():
             self._lost("not reachable at start; running on this replica's memory")
 
     async def stop(self) -> None:
+        """Send what is queued (briefly), then close everything (bounded)."""
+        self._stopping = True
+        if self.healthy and self._queue and self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._send(self._client, self._queue)
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=OP_TIMEOUT)
+        for client in (self._client, self._listening):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), OP_TIMEOUT)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._ended(t, name))
+        return task
+
+    def _ended(self, task: asyncio.Task, name: str) -> None:
+        """A background task that ended by surprise leaves the breaker open."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(f"switchback: shared state {name} failed: {task.exception()!r}")
+            self._lost(f"{name} failed; running on this replica's memory")
+
+    def _clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
+        """A client for commands and one for listening, both with tight
+        timeouts and no retries of their own: a gap in what we heard must
+        open the breaker, so that the rejoin reads everything back."""
+        def client() -> aioredis.Redis:
+            return aioredis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                     socket_timeout=OP_TIMEOUT, decode_responses=True,
+                                     retry=Retry(NoBackoff(), 0))
+        return client(), client()
 
     async def _join(self) -> bool:
-        """Connect, write through what was kept aside, read the shared state
-        back, listen to the others. False when Redis does not answer."""
-        client = aioredis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                   socket_timeout=OP_TIMEOUT, decode_responses=True)
+        """Connect, listen, write through what was kept aside, read the shared
+        state back. False when Redis does not answer."""
+        client, listening = self._clients()
+        pending = dict(self._pending)
         try:
-            await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT + OP_TIMEOUT)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            await asyncio.wait_for(pubsub.subscribe(self.channel), OP_TIMEOUT)
-            pending, self._pending = list(self._pending.values()), {}
-            await self._send(client, [op for op in pending if op.verb != "put"
-                                      or op.expires > self.clock()])
+            await client.ping()
+            pubsub = listening.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(self.channel)
+            for key in pending:
+                self._pending.pop(key, None)
+            await self._send(client, [op for op in pending.values()
+                                      if op.verb != "put" or op.expires > self.clock()])
             for kind, store in self._stores.items():
                 if store.mirrored:
                     await self._load(client, kind, store)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            for key, op in pending.items():  # kept aside again; what came since is newer
+                self._pending.setdefault(key, op)
+            for closing in (client, listening):
+                with contextlib.suppress(Exception):
+                    await closing.aclose()
             logger.debug(f"switchback: shared state: {exc!r}")
             return False
-        old, self._client = self._client, client
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.aclose()
+        for old in (self._client, self._listening):
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.aclose()
+        self._client, self._listening = client, listening
         self.healthy, self._warned = True, False
-        self._spawn(self._listen(pubsub))
+        # Writes made while joining were kept aside: they go out now, in order.
+        self._queue = [*self._pending.values(), *self._queue]
+        self._pending.clear()
+        self._listener = self._spawn(self._listen(pubsub, client), "listener")
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._write(), "writer")
         self._wake.set()
         logger.info(f"switchback: shared state on {self.url_shown} (replica {self.replica})")
         return True
 
     @property
     def url_shown(self) -> str:
-        """The URL without a password."""
+        """The URL without credentials or query (a password may be in either)."""
         scheme, sep, rest = self.url.partition("://")
-        return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+        return f"{scheme}{sep}{rest.rpartition('@')[2].partition('?')[0]}"
 
     def _lost(self, why: str) -> None:
         """Open the breaker: keep writes aside, read locally, look for Redis again."""
+        if self._stopping:
+            return
         if self.healthy or not self._warned:
             logger.warning(f"switchback: shared state {self.url_shown} {why}")
             self._warned = True
         self.healthy = False
-        self._pending.update({(op.kind, op.key): op for op in self._queue})
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+        for op in self._queue:  # in order: the latest write of a key wins
+            self._keep_aside(op)
         self._queue.clear()
         if not self._reconnecting:
             self._reconnecting = True
-            self._spawn(self._reconnect())
+            self._spawn(self._reconnect(), "reconnect")
 
     async def _reconnect(self) -> None:
         try:
@@ -178,12 +227,24 @@ class Link:
     # writes
 
     def queue(self, op: Op) -> None:
-        if not self.healthy:
-            if len(self._pending) < MAX_PENDING or (op.kind, op.key) in self._pending:
-                self._pending[op.kind, op.key] = op
+        if self.healthy:
+            self._queue.append(op)
+            self._wake.set()
+        else:
+            self._keep_aside(op)
+
+    def _keep_aside(self, op: Op) -> None:
+        """Keep a write for when Redis is back, the latest per key — only for
+        the small, mirrored kinds (a conversation is large, and stays in this
+        replica's memory)."""
+        if not self._stores[op.kind].mirrored:
             return
-        self._queue.append(op)
-        self._wake.set()
+        key = (op.kind, op.key)
+        if op.verb == "clear":  # what it clears need not travel
+            self._pending = {k: v for k, v in self._pending.items() if k[0] != op.kind}
+        self._pending.pop(key, None)  # re-inserted last: replayed in the order written
+        if len(self._pending) < MAX_PENDING:
+            self._pending[key] = op
 
     async def _write(self) -> None:
         """Send what queued up meanwhile, one pipeline at a time."""
@@ -191,7 +252,8 @@ class Link:
             await self._wake.wait()
             self._wake.clear()
             ops, self._queue = self._queue, []
-            if not ops or self._client is None:
+            if not ops or self._client is None or not self.healthy:
+                self._queue = ops + self._queue
                 continue
             try:
                 await self._send(self._client, ops)
@@ -200,15 +262,17 @@ class Link:
                 self._lost(f"lost ({type(exc).__name__}); running on this replica's memory")
 
     async def _send(self, client: aioredis.Redis, ops: list[Op]) -> None:
-        if not ops:
-            return
+        """`ops` in order, pipelined; a clear runs after what came before it."""
         now = self.clock()
         pipe = client.pipeline(transaction=False)
         for op in ops:
             if op.verb == "clear":
-                async for name in client.scan_iter(match=self.redis_key(op.kind, "*"),
-                                                   count=1000):
-                    pipe.delete(name)
+                await pipe.execute()
+                names = [name async for name in client.scan_iter(
+                    match=self.redis_key(op.kind, "*"), count=1000)]
+                if names:
+                    await client.delete(*names)
+                pipe = client.pipeline(transaction=False)
             elif op.verb == "del":
                 pipe.delete(self.redis_key(op.kind, op.key))
             else:
@@ -220,7 +284,7 @@ class Link:
                 pipe.publish(self.channel, self.replica + json.dumps(
                     {"o": op.verb, "k": op.kind, "key": op.key, "v": op.value,
                      "x": op.expires}, separators=(",", ":")))
-        await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
+        await pipe.execute()
 
     # reads
 
@@ -229,13 +293,18 @@ class Link:
         if not self.healthy or self._client is None:
             return None
         name = self.redis_key(kind, key)
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.get(name)
-            pipe.pttl(name)
-            value, ttl = await asyncio.wait_for(pipe.execute(), FETCH_TIMEOUT)
-        except asyncio.TimeoutError:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(name)
+        pipe.pttl(name)
+        # Not cancelled when slow (that would drop the connection): it finishes
+        # in the background and the call goes on without it.
+        answer = asyncio.ensure_future(pipe.execute())
+        answer.add_done_callback(lambda t: t.cancelled() or t.exception())
+        done, _ = await asyncio.wait({answer}, timeout=FETCH_TIMEOUT)
+        if not done:
             return None  # slow, not necessarily gone: the writer will tell
+        try:
+            value, ttl = answer.result()
         except (RedisError, OSError) as exc:
             self._lost(f"lost ({type(exc).__name__}); running on this replica's memory")
             return None
@@ -253,20 +322,22 @@ class Link:
             for name in batch:
                 pipe.get(name)
                 pipe.pttl(name)
-            answers = await asyncio.wait_for(pipe.execute(), OP_TIMEOUT * 5)
+            answers = await pipe.execute()
             now = self.clock()
             for name, value, ttl in zip(batch, answers[::2], answers[1::2]):
                 if value is not None and ttl is not None and ttl > 0:
                     store.heard(name[len(self.redis_key(kind, "")):], value, now + ttl / 1000)
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, pubsub: Any, client: aioredis.Redis) -> None:
         """Apply the other replicas' writes as they are published."""
         try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=OP_TIMEOUT / 2)
+                if message is not None and message.get("type") == "message":
                     self._apply(message.get("data") or "")
         except (RedisError, OSError) as exc:
-            if self.healthy:
+            if self.healthy and client is self._client:  # not a listener of an older join
                 self._lost(f"lost ({type(exc).__name__}); running on this replica's memory")
         finally:
             with contextlib.suppress(Exception):
