@@ -6,6 +6,7 @@ Redis keeps working and rejoins when it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -48,13 +49,22 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+@contextlib.asynccontextmanager
+async def replicas(url: str, prefix: str, count: int = 2):
+    """`count` replicas on one Redis, started, and stopped afterwards."""
+    started = [Replica(url, prefix) for _ in range(count)]
+    for replica in started:
+        await replica.link.start()
+    try:
+        yield started
+    finally:
+        for replica in started:
+            await replica.link.stop()
+
+
 def test_a_cooldown_on_one_replica_is_honoured_by_the_other(redis_server, request):
     async def go() -> float:
-        a, b = Replica(redis_server.url, request.node.name), Replica(redis_server.url,
-                                                                     request.node.name)
-        await a.link.start()
-        await b.link.start()
-        try:
+        async with replicas(redis_server.url, request.node.name) as (a, b):
             assert a.link.healthy and b.link.healthy
             a.health.cool(KEY, 30, Reason.RATE_LIMIT)
             seconds = await until(lambda: b.health.cooling(KEY) is not None)
@@ -62,9 +72,6 @@ def test_a_cooldown_on_one_replica_is_honoured_by_the_other(redis_server, reques
             a.health.used(KEY)
             await until(lambda: b.stores.uses.get(KEY) is not None)  # keys rotate together
             return seconds
-        finally:
-            await a.link.stop()
-            await b.link.stop()
     seconds = run(go())
     print(f"agreement: {seconds * 1000:.1f} ms")
     assert seconds < 5
@@ -141,11 +148,7 @@ def test_redis_away_at_start_then_back(tmp_path, request, caplog):
 def test_redis_lost_mid_run_costs_no_call_anything_and_the_replica_rejoins(redis_server,
                                                                           request):
     async def go() -> None:
-        a, b = Replica(redis_server.url, request.node.name), Replica(redis_server.url,
-                                                                     request.node.name)
-        await a.link.start()
-        await b.link.start()
-        try:
+        async with replicas(redis_server.url, request.node.name) as (a, b):
             redis_server.stop()
             slowest = 0.0
             for n in range(200):  # the hot path: reads, writes, a fetch
@@ -162,26 +165,16 @@ def test_redis_lost_mid_run_costs_no_call_anything_and_the_replica_rejoins(redis
             await until(lambda: a.link.healthy and b.link.healthy, seconds=10)
             await until(lambda: b.health.cooling(KEY) is not None)
             assert b.health.cooling(KEY).reason is Reason.OVERLOADED
-        finally:
-            await a.link.stop()
-            await b.link.stop()
     run(go())
 
 
 def test_a_reset_on_one_replica_clears_them_all(redis_server, request):
     async def go() -> None:
-        a, b = Replica(redis_server.url, request.node.name), Replica(redis_server.url,
-                                                                     request.node.name)
-        await a.link.start()
-        await b.link.start()
-        try:
+        async with replicas(redis_server.url, request.node.name) as (a, b):
             a.health.cool(KEY, 30, Reason.RATE_LIMIT)
             await until(lambda: b.health.cooling(KEY) is not None)
             b.stores.clear()
             await until(lambda: a.health.cooling(KEY) is None)
-        finally:
-            await a.link.stop()
-            await b.link.stop()
     run(go())
 
 
