@@ -18,7 +18,7 @@ from switchback.protocols.sse import EventTooLarge, SseParser
 from switchback.providers import ProviderTable
 from switchback.recognise import Unreadable, fingerprint, recognise
 from switchback.trail import Trail
-from switchback.vocabulary import FailureKind, Protocol, Reason
+from switchback.vocabulary import FailureKind, Protocol
 
 CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
 

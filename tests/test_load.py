@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from support.fakeprovider import chat_events, sse
-from support.loopserver import LoopServer, Script, Seen
+from support.loopserver import LoopServer, Script
 from support.proxy import free_port
 
 STREAMS = int(os.environ.get("SWITCHBACK_LOAD_STREAMS", "300"))
