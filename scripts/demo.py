@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,19 +23,26 @@ from support.proxy import Proxy, free_port, running_proxy  # noqa: E402
 from support.tlsca import make_server_cert  # noqa: E402
 
 LINE = re.compile(r"switchback: (?P<what>.*?) → (?P<outcome>[^,]+?)(?: via (?P<via>\S+))?, "
-                  r"(?P<attempts>\d+) attempt\(s\), (?P<seconds>[\d.]+)s: (?P<trail>.*)")
+                  r"(?P<attempts>\d+) attempt\(s\), (?P<seconds>[\d.]+)s(?:, (?P<spent>[^:]+))?: "
+                  r"(?P<trail>.*)")
 
 
-def what_happened(proxy: Proxy) -> str:
-    """The proxy's log line for the newest call, in plain words."""
-    match = [m for m in map(LINE.search, proxy.output().splitlines()) if m][-1]
+def what_happened(proxy: Proxy, call: int) -> str:
+    """The proxy's log line for call number `call`, in plain words. A stream's
+    line is written once it has ended, a moment after the client read its end."""
+    deadline = time.monotonic() + 10
+    while len(lines := [m for m in map(LINE.search, proxy.output().splitlines()) if m]) < call \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    match = lines[call - 1]
     trail = match["trail"]
     flags = []
     if "switch to" in trail or re.search(r"\[(chat|responses)\] 200", trail):
         flags.append("SWITCHED PROTOCOL")
     if " → " in trail.split(";")[0] and match["outcome"] == "ok":
         flags.append("FAILED OVER")
-    summary = f"{match['outcome']} via {match['via'] or '-'} in {match['seconds']}s"
+    summary = f"{match['outcome']} via {match['via'] or '-'} in {match['seconds']}s" + (
+        f"; {match['spent']}" if match["spent"] else "")
     return f"   {' + '.join(flags) or 'direct'}: {summary}\n   trail: {trail}"
 
 
@@ -71,25 +79,25 @@ fallbacks:
         print("1. chat.completions.create → ratelimited")
         answer = client.chat.completions.create(model="gpt-4o", messages=messages)
         print(f"   client got: {answer.choices[0].message.content!r}")
-        print(what_happened(proxy))
+        print(what_happened(proxy, 1))
 
         print("2. responses.create → ratelimited (cooling now)")
         response = client.responses.create(model="gpt-4o", input="Say hello")
         print(f"   client got: {response.output_text!r} (a Responses object, id {response.id})")
-        print(what_happened(proxy))
+        print(what_happened(proxy, 2))
 
         print("3. responses.create(stream=True) → ratelimited")
         deltas = [e.delta for e in client.responses.create(model="gpt-4o", input="Say hello",
                                                            stream=True)
                   if e.type == "response.output_text.delta"]
         print(f"   client got {len(deltas)} text deltas: {''.join(deltas)!r}")
-        print(what_happened(proxy))
+        print(what_happened(proxy, 3))
 
         print("4. chat.completions.create(stream=True) → ratelimited")
         chunks = client.chat.completions.create(model="gpt-4o", messages=messages, stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         print(f"   client got: {text!r}")
-        print(what_happened(proxy))
+        print(what_happened(proxy, 4))
         print("\nThe client never saw a 429, a refused connection or a 404: Switchback "
               "replayed each call before any byte reached it.")
 

@@ -13,6 +13,7 @@ import pytest
 
 from support.loopserver import LoopServer, Script, Seen
 from support.fakeprovider import chat_events, response_events, sse_bytes
+from switchback.accounting.usage import Usage
 from switchback.config import parse_config
 from switchback.engine.delivery import Committed, deliver
 from switchback.engine.gate import Head
@@ -196,9 +197,28 @@ STREAM = sse_bytes(chat_events("m", "one two three", usage=True))
 ], ids=["whole", "first byte apart", "byte by byte"])
 def test_a_stream_is_delivered_byte_identical(pieces):
     async def test(server: LoopServer) -> None:
-        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        result = await calling(server, dispatcher(server, Clock()), stream=True,
+                               stream_options={"include_usage": True})()
         assert await body_of(result) == STREAM
+        assert result.delivery.meter.usage == Usage(5, 3, model="m")
     serve(lambda seen: Script.sse(pieces, pause=0.001), test)
+
+
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False}])
+def test_usage_asked_for_a_chat_client_is_kept_from_it(options):
+    """Asked for on the client's behalf, the usage chunk and every `"usage":null`
+    are taken out again: the client gets the stream it asked for."""
+    asked = sse_bytes(chat_events("m", "one two three", usage=True))
+    plain = sse_bytes(chat_events("m", "one two three", usage=False))
+    extra = {} if options is None else {"stream_options": options}
+
+    async def test(server: LoopServer) -> None:
+        result = await calling(server, dispatcher(server, Clock()), stream=True, **extra)()
+        assert await body_of(result) == plain
+        assert result.delivery.meter.usage == Usage(5, 3, model="m")
+        sent = json.loads(server.seen[0].body)
+        assert sent["stream_options"] == {**(options or {}), "include_usage": True}
+    serve(lambda seen: Script.sse([asked[i:i + 37] for i in range(0, len(asked), 37)]), test)
 
 
 def test_an_error_right_after_content_in_one_read_is_delivered_not_replayed():

@@ -93,8 +93,10 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
     flow = client_flows[0]
     assert (flow["request"]["host"], flow["request"]["port"], flow["request"]["path"]) == \
         ("localhost", primary.port, "/v1/chat/completions")
-    # The comment column (mitmweb's web_columns) shows the marks, the attempts and the trail.
-    assert flow["comment"] == "🔀 2 attempts: primary 429 (retry 20s) → backup 200"
+    # The comment column (mitmweb's web_columns) shows the marks, the attempts, the
+    # tokens and cost (the fake's model "m" has no price), and the trail.
+    assert flow["comment"] == \
+        "🔀 2 attempts, 5 in, 3 out tokens, unpriced: primary 429 (retry 20s) → backup 200"
     assert flow["response"]["status_code"] == 200
     assert flow["marked"] == "🔀"  # failed over
     # The answer's body is viewable, streamed or not.
@@ -121,7 +123,8 @@ def test_mitmweb_shows_a_call_that_failed_over_and_was_translated_as_both(fakes,
     assert events[-1].type == "response.completed"
     (flow,) = [f for f in settled_flows(web_port, 4)
                if not f["comment"].startswith("Switchback attempt")]
-    assert flow["comment"].startswith("🔀🔄 3 attempts: primary 429 (retry 20s) → backup 404")
+    assert flow["comment"].startswith("🔀🔄 3 attempts, 5 in, 3 out tokens, unpriced: "
+                                      "primary 429 (retry 20s) → backup 404")
     assert flow["marked"] == "🔀"
 
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from support.fakeprovider import (chat_events, chat_tool_events, compressor, response_events,
                                   response_tool_events, sse)
 from support.loopserver import LoopServer, Script
+from switchback.accounting.usage import Usage
 from switchback.config import parse_config
 from switchback.engine.delivery import Committed, deliver, first_bytes
 from switchback.engine.dispatch import Dispatcher
@@ -80,18 +81,28 @@ async def chunks_of(pieces: list[bytes]) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def delivered(pieces: list[bytes], client: Protocol, upstream: Protocol) -> bytes:
+async def delivered(pieces: list[bytes], client: Protocol, upstream: Protocol,
+                    usage_asked: bool = True) -> bytes:
     """What the client receives of an upstream stream arriving as `pieces`."""
-    request = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+    return (await metered(pieces, client, upstream, usage_asked))[0]
+
+
+async def metered(pieces: list[bytes], client: Protocol, upstream: Protocol,
+                  usage_asked: bool = True) -> tuple[bytes, Usage | None]:
+    """What the client receives, and the usage the stream's meter read."""
+    request = {"model": "m", "stream": True,
+               **({"stream_options": {"include_usage": True}} if usage_asked else {}),
                **({"input": "x"} if client is RESPONSES else {"messages": []})}
-    bridge = Bridge(client, upstream, request, b"", response_id="resp_fixed")
+    bridge = Bridge(client, upstream, request, json.dumps(request).encode(),
+                    response_id="resp_fixed")
+    bridge.body("m", "localhost")
     chunks, parser, head = chunks_of(pieces), SseParser(), Head(upstream)
     await read_head(chunks, parser, head, lambda: None)
     assert head.failure is None, head.failure
     shaper = bridge.shaper()
     first = first_bytes(head, shaper, lambda b: b)
     rest = deliver(chunks, parser, shaper, lambda b: b, lambda: None)
-    return first + b"".join([piece async for piece in rest])
+    return first + b"".join([piece async for piece in rest]), shaper.usage
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,6 +133,31 @@ def test_a_translated_stream_is_the_same_however_it_is_cut(data, upstream, point
             if client is CHAT and payload.get("choices"):
                 texts.append(payload["choices"][0]["delta"].get("content") or "")
         assert "".join(texts) == TEXT
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(eol=st.sampled_from(EOLS), points=cuts, tools=st.booleans())
+def test_usage_asked_on_a_chat_clients_behalf_never_reaches_it_however_cut(eol, points, tools):
+    """The client gets exactly the stream it would have had without usage,
+    and the meter still reads the usage."""
+    events = chat_tool_events if tools else chat_events
+    subject = "get_weather" if tools else TEXT
+    asked = b"".join(sse(event, eol) for event in events("m", subject, usage=True))
+    plain = b"".join(sse(event, eol) for event in events("m", subject, usage=False))
+    got, usage = asyncio.run(metered(cut(asked, points), CHAT, CHAT, usage_asked=False))
+    assert got == plain
+    assert usage == Usage(5, 3, model="m")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), client=st.sampled_from([CHAT, RESPONSES]),
+       upstream=st.sampled_from([CHAT, RESPONSES]), points=cuts)
+def test_the_meter_reads_the_providers_usage_however_the_stream_is_cut(data, client, upstream,
+                                                                       points):
+    stream = data.draw(upstream_streams(upstream))
+    _, usage = asyncio.run(metered(cut(stream, points), client, upstream))
+    reported = b'"usage": {' in stream
+    assert usage == (Usage(5, 3, model="m") if reported else None)
 
 
 # ---------------------------------------------- through the real client, compressed
@@ -159,7 +195,7 @@ def test_compressed_streams_arrive_byte_identical_through_the_engine(data, proto
             d = Dispatcher(upstream, config, ProviderTable(config.providers),
                            Health(stores.cooldowns, stores.strikes, stores.uses),
                            ProtocolMemory(stores.protocols), Conversations(stores.conversations, stores.affinity))
-            body = {"model": "m", "stream": True,
+            body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
                     **({"input": "x"} if protocol is RESPONSES else {"messages": []})}
             call = recognise("POST", f"{server.base_url}{protocol.path}", [],
                              json.dumps(body).encode(), d.table)

@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 
 from mitmproxy import command, connection, ctx, exceptions, flow, http, log, tls
 
+from .accounting.charge import Accounts, Bill, BudgetExceeded, principal_of
+from .accounting.ledger import Ledger, MemoryLedger, RedisLedger
+from .accounting.pricing import Pricing
 from .config import Config, ConfigError, load_config
 from .engine.delivery import Committed
 from .engine.dispatch import Answer, AttemptRecord, Dispatcher, Result
@@ -31,6 +34,9 @@ from .metrics import Metrics
 from .providers import ProviderTable
 from .recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, read_call
 from .status import StatusServer, status_document
+from .tracing import AttemptTrace, CallTrace, Tracing
+from .trail import Trail
+from .vocabulary import CallOutcome
 
 logger = logging.getLogger(__name__)
 # One line per call is ours to write; the HTTP client's debug tracing is
@@ -102,7 +108,11 @@ class Switchback:
         self.metrics.state_up.set_function(lambda: 0 if self.link and not self.link.healthy
                                            else 1)
         self.relay = Relay()
-        self.status = StatusServer(self.status_document, self.metrics, self.reset_command)
+        self.ledger: Ledger = MemoryLedger()
+        self.accounts = Accounts(self.ledger)
+        self.tracing = Tracing.from_environment()
+        self.status = StatusServer(self.status_document, self.metrics, self.reset_command,
+                                   self.budget_rows)
         self.dispatcher: Dispatcher | None = None
         self.retired: list[Upstream] = []  # clients replaced by a reconfigure
         # Relayed flows by token, until the relay answers them. Flow metadata
@@ -145,6 +155,8 @@ class Switchback:
             self._adopt_state(config)
             self.config, self.table = config, ProviderTable(config.providers)
             self.health.policy = config.cooldown
+            self.accounts = Accounts(self.ledger, Pricing(config.pricing), config.budgets,
+                                     config.budget_output_tokens)
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connections fail at CONNECT when an origin is down, before
             # Switchback could fall back. Set here, before the proxy listens.
@@ -196,6 +208,7 @@ class Switchback:
                     config.conversation_bytes, sizeof=len))
             return
         self.link = Link(config.state.url, config.state.prefix)
+        self.ledger = RedisLedger(config.state.url, config.state.prefix, fallback=self.ledger)
         memory = Stores.memory(conversation_bytes=config.conversation_bytes)
         self.stores = shared_stores(self.link, memory)
         self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses,
@@ -226,9 +239,21 @@ class Switchback:
         call = self._recognise(flow)
         if call is None:
             return
-        started = time.monotonic()
+        started = time.time()
+        auth = flow.metadata.get("proxyauth")
+        charge = self.accounts.charge(
+            call, principal_of(auth[0] if isinstance(auth, tuple) and auth else None,
+                               call.credential),
+            lambda bill: asyncio.get_running_loop().call_soon(
+                self._report, flow, call, charge.result, bill, started))
         try:
-            result = await self._dispatch(flow, call)
+            async with charge:
+                charge.result = result = await self._dispatch(flow, call)
+                if result is not None:
+                    await self._deliver(flow, result)
+        except BudgetExceeded as exceeded:
+            self._refuse(flow, call, exceeded, started)
+            return
         except Exception:
             # Attempts may already have reached a provider: answering beats
             # letting mitmproxy send the call once more behind our back.
@@ -240,10 +265,9 @@ class Switchback:
             return
         if result is None:  # the client hung up; nobody is left to answer
             flow.kill()
-            return
-        # Reported once the answer is on its way: none of it is on the client's clock.
-        asyncio.get_running_loop().call_soon(self._report, flow, call, result,
-                                             time.monotonic() - started)
+
+    async def _deliver(self, flow: http.HTTPFlow, result: Result) -> None:
+        """Set a whole answer on the flow, or point the flow at the relay for a stream."""
         # Switchback made the upstream calls; what mitmproxy still sends goes to
         # our relay at most. So the flow can show fingerprints instead of keys.
         for name, value in masked(flow.request.headers.items(multi=True)):
@@ -263,6 +287,20 @@ class Switchback:
         flow.metadata[RELAYED] = token
         self.relayed[token] = Relayed.point(flow.request, self.relay.port, token)
         flow.server_conn.via = None  # the relay is local even in upstream-proxy mode
+
+    def _refuse(self, flow: http.HTTPFlow, call: LlmCall, exceeded: BudgetExceeded,
+                started: float) -> None:
+        """Over budget: OpenAI's own "out of money" answer, which SDKs do not retry."""
+        refusal = exceeded.refusal
+        flow.response = http.Response.make(429, json.dumps({"error": {
+            "message": refusal.message(), "type": "insufficient_quota", "param": None,
+            "code": "budget_exceeded"}}).encode(),
+            {"content-type": "application/json", "x-should-retry": "false"})
+        trail = Trail()
+        trail.note(f"budget exceeded ({refusal.principal}, {refusal.budget.label})")
+        result = Result(Answer(429, [], b""), trail, outcome=CallOutcome.REFUSED)
+        asyncio.get_running_loop().call_soon(self._report, flow, call, result,
+                                             Bill(refusal.principal, False, None, None), started)
 
     def _refuse_websocket(self, flow: http.HTTPFlow) -> bool:
         """Answer a WebSocket upgrade to an LLM endpoint with 426 (unless told to
@@ -349,41 +387,60 @@ class Switchback:
             relayed.restore(flow.request)
             await self.relay.discard(token)
 
-    def _report(self, flow: http.HTTPFlow, call: LlmCall, result: Result,
-                seconds: float) -> None:
-        """Metrics; the trail in the flow comment and the log; in mitmweb, each
-        attempt as its own flow linked to the client's."""
-        self.metrics.observe(result)
+    def _report(self, flow: http.HTTPFlow, call: LlmCall, result: Result | None, bill: Bill,
+                started: float) -> None:
+        """Once the call has ended (a stream: once it closed): metrics and the
+        trace; the trail, tokens and cost in the flow comment and the log; in
+        mitmweb, each attempt as its own flow linked to the client's. A call
+        whose client left before the answer was logged as it happened."""
+        ended = time.time()
+        if result is None:
+            return
+        self.metrics.observe(result, bill)
+        if self.tracing.enabled:
+            self.tracing.record(call_trace(call, result, bill, started, ended))
         marks = [name for name, happened in (
             ("failed over", result.failures and result.served_by is not None),
             ("translated", result.switched)) if happened]
         if marks:
             flow.marked = MARKS[marks[0]][0]
-        flow.comment = flow_comment(result, "".join(MARKS[m][1] for m in marks))
+        spent = bill.text()
+        flow.comment = flow_comment(result, "".join(MARKS[m][1] for m in marks), spent)
         flow.metadata["switchback"] = {"trail": str(result.trail),
                                        "outcome": result.outcome.value,
-                                       "attempts": len(result.attempts), "marks": marks}
+                                       "attempts": len(result.attempts), "marks": marks,
+                                       "principal": bill.principal, **bill.figures()}
         served = f" via {result.served_by.label}" if result.served_by else ""
         if self.announce:
             logger.info(f"switchback: {call.protocol} {call.model}"
                         f"{' stream' if call.stream else ''} → {result.outcome}{served}, "
-                        f"{len(result.attempts)} attempt(s), {seconds:.2f}s: {result.trail}")
+                        f"{len(result.attempts)} attempt(s), {ended - started:.2f}s"
+                        f"{', ' + spent if spent else ''}: {result.trail}")
         view = ctx.master.addons.get("view")
         if view is not None:
             view.add([attempt_flow(flow, record, n, len(result.attempts))
                       for n, record in enumerate(result.attempts, 1)])
+            if view.get_by_id(flow.id) is not None:  # a stream ended after its flow showed
+                view.update([flow])
 
-    def status_document(self) -> dict:
+    async def budget_rows(self) -> list[dict]:
+        """Every budget's figures in its current window, configured principals first seen."""
+        configured = [(principal, budgets) for principal, budgets in self.config.budgets.items()
+                      if principal != "*"]
+        return [account.row() for account in await self.ledger.accounts(configured)]
+
+    def status_document(self, budgets: list[dict] | None = None) -> dict:
         protocols = self.dispatcher.protocols if self.dispatcher \
             else ProtocolMemory(self.stores.protocols)
         state = {"backend": "redis" if self.link else "memory",
                  "healthy": self.link.healthy if self.link else True}
         return status_document(self.table, set(self.config.providers), self.health,
-                               protocols, self.metrics, state)
+                               protocols, self.metrics, state, budgets)
 
     @command.command("switchback.status")
     def status_command(self) -> str:
-        """Switchback's state: providers, cooldowns, protocol memory, counters (JSON)."""
+        """Switchback's state: providers, cooldowns, protocol memory, counters (JSON).
+        Budgets, which may live in Redis, are on the status server's /status."""
         return json.dumps(self.status_document(), indent=2)
 
     @command.command("switchback.reset")
@@ -393,21 +450,50 @@ class Switchback:
         logger.info("switchback: state reset")
 
     async def done(self) -> None:
+        await self.relay.stop()  # closing the streams settles their calls
+        await self.accounts.close()
+        await self.ledger.close()
         if self.link is not None:
             await self.link.stop()
-        await self.relay.stop()
         await self.status.stop()
+        await asyncio.to_thread(self.tracing.shutdown)
         for upstream in self.retired:
             await upstream.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.upstream.aclose()
 
 
-def flow_comment(result: Result, icons: str) -> str:
-    """What mitmweb's comment column shows: the marks, the attempts, the trail."""
+def flow_comment(result: Result, icons: str, spent: str = "") -> str:
+    """What mitmweb's comment column shows: the marks, the attempts, tokens
+    and cost, the trail."""
     count = len(result.attempts)
-    return f"{icons + ' ' if icons else ''}{count} attempt{'s' if count != 1 else ''}: " \
-           f"{result.trail}"
+    return f"{icons + ' ' if icons else ''}{count} attempt{'s' if count != 1 else ''}" \
+           f"{', ' + spent if spent else ''}: {result.trail}"
+
+
+def call_trace(call: LlmCall, result: Result, bill: Bill, started: float,
+               ended: float) -> CallTrace:
+    """A finished call as the tracer takes it."""
+    served, usage = result.served_by, bill.usage
+    failed = result.outcome is not CallOutcome.OK
+    return CallTrace(
+        operation="chat", request_model=call.model,
+        response_model=(usage.model if usage and usage.model else served.model)
+        if served else None,
+        provider=(served or call).provider.name, started=started, ended=ended,
+        outcome=result.outcome.value, stream=call.stream,
+        input_tokens=usage.input if usage else None, output_tokens=usage.output if usage else None,
+        cached_tokens=usage.cached if usage else None,
+        reasoning_tokens=usage.reasoning if usage else None, cost_usd=bill.cost,
+        principal=bill.principal,
+        attempts=tuple(AttemptTrace(
+            provider=a.provider, key=a.key, url=a.url, started=a.started,
+            ended=a.ended or ended, status=a.status, result=a.result,
+            verdict=a.reason.value if a.reason else None, cooldown=a.cooldown,
+            cooldown_scope=a.scope.value if a.scope else None,
+            switched_to=a.switched_to.value if a.switched_to else None)
+            for a in result.attempts),
+        error_type=result.outcome.value.replace(" ", "_") if failed else None)
 
 
 def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int

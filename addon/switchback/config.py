@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .accounting.budgets import Budget, Unit, parse_period
+from .accounting.charge import DEFAULT_OUTPUT_TOKENS
+from .accounting.pricing import Price
 from .health.cooldown import CooldownPolicy
 from .health.stores import DEFAULT_CONVERSATION_BYTES
 from .providers import BUILTIN, Provider
@@ -86,6 +89,9 @@ class Config:
     conversation_bytes: int = DEFAULT_CONVERSATION_BYTES  # translated conversations kept
     conversation_ttl: float = 86_400.0
     state: SharedState | None = None  # None: this process's memory only
+    pricing: Mapping[str, Price] = field(default_factory=dict)  # by model, over genai-prices
+    budgets: Mapping[str, tuple[Budget, ...]] = field(default_factory=dict)  # by principal, "*"
+    budget_output_tokens: int = DEFAULT_OUTPUT_TOKENS  # held for a call with no output limit
     source: str = "<built-in defaults>"
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
@@ -258,6 +264,74 @@ class _Reader:
                       "write letters, digits, _ . : or -, e.g. prefix: switchback-prod")
         return SharedState(url, prefix) if usable and isinstance(prefix, str) else None
 
+    def pricing(self, raw: Any) -> dict[str, Price]:
+        """`pricing: {model: {input: 0.15, output: 0.60, cached_input: 0.075}}`, USD per million."""
+        prices = {}
+        for model, entry in self.mapping(raw, "pricing").items():
+            key = f"pricing.{model}"
+            entry = self.mapping(entry, key, ("input", "output", "cached_input"))
+            rates = {}
+            for name, value in entry.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    self.fail(f"{key}.{name}", f"{value!r} is not a price",
+                              "write USD per million tokens as a number ≥ 0, e.g. 0.15")
+                else:
+                    rates[name] = float(value)
+            missing = [name for name in ("input", "output") if name not in entry]
+            if missing:
+                self.fail(key, f"no {' or '.join(missing)} price",
+                          "give both, e.g. {input: 0.15, output: 0.60}")
+            elif len(rates) == len(entry):
+                prices[str(model)] = Price(**rates)
+        return prices
+
+    def budgets(self, raw: Any) -> dict[str, tuple[Budget, ...]]:
+        """`budgets: {principal: {usd: 5, period: day}}`, or a list of such per principal."""
+        fix = "write e.g. {usd: 5.00, period: day} or {tokens: 2000000, period: month}"
+        budgets = {}
+        for principal, entries in self.mapping(raw, "budgets").items():
+            principal = str(principal)
+            key = f"budgets.{principal}"
+            if principal.startswith("#") and not re.fullmatch(r"#[0-9a-f]{6}", principal):
+                self.fail(key, "not a key fingerprint",
+                          "write the fingerprint `switchback status` shows, e.g. \"#3fa9c2\", "
+                          "never the key itself")
+                continue
+            many = isinstance(entries, list)
+            read = []
+            for i, entry in enumerate(entries if many else [entries]):
+                where = f"{key}[{i}]" if many else key
+                entry = self.mapping(entry, where, ("usd", "tokens", "period"))
+                units = [unit for unit in Unit if unit.value in entry]
+                period = parse_period(entry.get("period"))
+                if len(units) != 1:
+                    self.fail(where, "expected exactly one of usd or tokens", fix)
+                    continue
+                unit = units[0]
+                limit = entry[unit.value]
+                if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0 \
+                        or (unit is Unit.TOKENS and limit != int(limit)):
+                    self.fail(f"{where}.{unit.value}", f"{limit!r} is not a limit",
+                              "write a number ≥ 0: USD (5.00) or whole tokens (2000000)")
+                elif period is None:
+                    self.fail(f"{where}.period", f"{entry.get('period')!r} is not a period",
+                              "write hour, day, week, month (UTC calendar) or a duration "
+                              "like 30m, 12h or 7d")
+                else:
+                    read.append(Budget(principal, unit, float(limit), period))
+            labels = [budget.label for budget in read]
+            for label in sorted({label for label in labels if labels.count(label) > 1}):
+                self.fail(key, f"two {label} budgets", "keep one budget per unit and period")
+            if read:
+                budgets[principal] = tuple(read)
+        return budgets
+
+    def count(self, raw: Any, key: str) -> int | None:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+            self.fail(key, f"{raw!r} is not a positive whole number", "write e.g. 4096")
+            return None
+        return raw
+
     def check(self) -> None:
         """Raise every problem found, the first one named first."""
         if self.problems:
@@ -276,7 +350,8 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         raise ConfigError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
                           "check indentation and quoting on that line") from None
     raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
-                                   "protocol_memory", "conversations", "state"))
+                                   "protocol_memory", "conversations", "state", "pricing",
+                                   "budgets", "budget_output_tokens"))
     read = {str(name): reader.provider(str(name), value)
             for name, value in reader.mapping(raw.get("providers"), "providers").items()}
     providers = {name: p for name, p in read.items() if p is not None}
@@ -294,10 +369,16 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
                               ("protocol_memory",)) if "protocol_memory" in raw else {}
     conversations = reader.conversations(raw.get("conversations"))
     state = reader.state(raw.get("state"))
+    pricing = reader.pricing(raw.get("pricing"))
+    budgets = reader.budgets(raw.get("budgets"))
+    output = reader.count(raw["budget_output_tokens"], "budget_output_tokens") \
+        if "budget_output_tokens" in raw else None
     reader.check()
     return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
                   cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
-                  state=state, **memory, **conversations)
+                  state=state, pricing=pricing, budgets=budgets,
+                  budget_output_tokens=output or DEFAULT_OUTPUT_TOKENS, **memory,
+                  **conversations)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from .accounting.charge import Bill
     from .engine.dispatch import Result
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -38,12 +39,20 @@ class Metrics:
                                           ["provider"], buckets=LATENCY_BUCKETS, registry=r)
         self.state_up = Gauge("switchback_state_backend_up", "1 while the state backend "
                               "answers (always, for this process's memory), else 0", registry=r)
+        self.tokens = Counter("switchback_tokens", "Tokens of served calls, by provider, model "
+                              "and kind (input, output, and the cached part of input, the "
+                              "reasoning part of output)", ["provider", "model", "kind"],
+                              registry=r)
+        self.cost = Counter("switchback_cost_usd", "Cost of served calls in USD (priced "
+                            "calls only)", ["provider", "model"], registry=r)
+        self.unpriced = Counter("switchback_unpriced_calls", "Served calls whose model has no "
+                                "known price", ["provider", "model"], registry=r)
         self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
                                             "time to the first response byte", ["provider"],
                                             buckets=LATENCY_BUCKETS, registry=r)
 
-    def observe(self, result: Result) -> None:
-        """Count one call and each of its attempts."""
+    def observe(self, result: Result, bill: Bill | None = None) -> None:
+        """Count one call, each of its attempts, and its tokens and cost."""
         for attempt in result.attempts:
             provider = attempt.provider
             self.attempts.labels(provider, attempt.kind).inc()
@@ -58,6 +67,17 @@ class Metrics:
         self.calls.labels(served.provider.name if served else "none", result.outcome.value).inc()
         if served is not None and result.failures:
             self.failovers.inc()
+        usage = bill.usage if bill is not None else None
+        if served is None or usage is None:
+            return
+        provider, model = served.provider.name, served.model
+        for kind, tokens in usage.kinds():
+            if tokens:
+                self.tokens.labels(provider, model, kind).inc(tokens)
+        if bill.cost is None:
+            self.unpriced.labels(provider, model).inc()
+        else:
+            self.cost.labels(provider, model).inc(bill.cost)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

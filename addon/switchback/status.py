@@ -1,7 +1,8 @@
 """The running proxy's state for people and Prometheus, on a loopback port.
 
 `GET /status` answers a JSON document (providers with key fingerprints,
-cooldowns with time left and why, the protocol memory, counters); `GET
+cooldowns with time left and why, the protocol memory, counters, each
+budget's figures in its current window); `GET
 /metrics` answers the Prometheus exposition; `POST /reset` forgets every
 cooldown, backoff and remembered protocol (as the `switchback.reset` command
 does) — after rotating a dead key, say. `status_document` is pure;
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .health.state import Health, ProtocolMemory
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def status_document(table: ProviderTable, configured: set[str], health: Health,
                     protocols: ProtocolMemory, metrics: Metrics,
-                    state: dict[str, Any]) -> dict[str, Any]:
+                    state: dict[str, Any], budgets: list[dict] | None = None) -> dict[str, Any]:
     now = health.clock()
     cooldowns = []
     for scope, cooling in sorted(health.cooldowns(), key=lambda item: item[1].until):
@@ -46,13 +47,16 @@ def status_document(table: ProviderTable, configured: set[str], health: Health,
                       for (provider, model, client), served in sorted(protocols.items())],
         "counters": metrics.totals(),
         "state": state,
+        "budgets": budgets or [],
     }
 
 
 class StatusServer:
-    def __init__(self, document: Callable[[], dict[str, Any]], metrics: Metrics,
-                 reset: Callable[[], None]) -> None:
+    def __init__(self, document: Callable[[list[dict]], dict[str, Any]], metrics: Metrics,
+                 reset: Callable[[], None],
+                 budgets: Callable[[], Awaitable[list[dict]]]) -> None:
         self.document, self.metrics, self.reset = document, metrics, reset
+        self.budgets = budgets
         self._server: asyncio.Server | None = None
 
     async def start(self, port: int) -> None:
@@ -80,7 +84,7 @@ class StatusServer:
                 status, kind, body = 200, "application/json", b'{"reset": true}\n'
             elif path == "/status":
                 status, kind = 200, "application/json"
-                body = json.dumps(self.document(), indent=2).encode()
+                body = json.dumps(self.document(await self.budgets()), indent=2).encode()
             elif path == "/metrics":
                 status, kind, body = 200, "text/plain; version=0.0.4", self.metrics.exposition()
             else:

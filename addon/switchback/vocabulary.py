@@ -85,3 +85,4 @@ class CallOutcome(enum.StrEnum):
     OK = "ok"
     PASSED_THROUGH = "passed through"  # a client error, as the upstream said it
     EXHAUSTED = "exhausted"  # every candidate failed or is cooling
+    REFUSED = "refused"  # over its principal's budget: no attempt made

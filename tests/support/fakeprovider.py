@@ -75,14 +75,18 @@ def chat_completion(model: str, text: str) -> dict:
 
 
 def chat_events(model: str, text: str, usage: bool) -> list[Any]:
+    """A chat stream as OpenAI sends it: asked for usage, every chunk carries
+    `"usage": null` and a last chunk without choices carries the usage."""
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model}
+    nothing = {"usage": None} if usage else {}
     events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "finish_reason": None}]}]
+                                    "finish_reason": None}], **nothing}]
     for word in _pieces(text):
         events.append({**base, "choices": [{"index": 0, "delta": {"content": word},
-                                            "finish_reason": None}]})
-    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                                            "finish_reason": None}], **nothing})
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                   **nothing})
     if usage:
         events.append({**base, "choices": [], "usage": {"prompt_tokens": 5,
                                                         "completion_tokens": 3,

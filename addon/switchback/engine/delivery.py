@@ -11,9 +11,10 @@ never take a cut stream for a complete one.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
+from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
 from ..protocols.sse import EventTooLarge, SseParser
 from .gate import Head
@@ -32,6 +33,9 @@ class Committed:
     first: bytes
     rest: AsyncGenerator[bytes, None]
     close_upstream: Callable[[], None]
+    meter: Metered | None = None  # its usage, as it comes
+    ended: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run once, at close
+    closed: bool = False
     shown: bytearray | None = None  # a bounded copy of what the client got, when wanted
     shown_limit: int = 0
 
@@ -43,11 +47,16 @@ class Committed:
     async def aclose(self) -> None:
         """Close the rest and the upstream, whether or not the rest was started.
         An upstream read to its end has already gone back to the pool; any
-        other is closed, so the provider stops generating."""
+        other is closed, so the provider stops generating. Then whatever waits
+        for the stream's end (the call's charge) runs, once."""
+        self.closed = True
         try:
             await self.rest.aclose()
         finally:
             self.close_upstream()
+            ended, self.ended = self.ended, []
+            for callback in ended:
+                await callback()
 
 
 def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes]) -> bytes:

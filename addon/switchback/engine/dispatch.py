@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accounting.usage import Usage, answer_usage
 from ..config import Config
 from ..health.exhaustion import JSON, Failure, exhausted_answer
 from ..health.hints import Hints, parse_hints
@@ -40,12 +41,12 @@ from .upstream import (TRANSPORT_ERRORS, Upstream, is_event_stream, keep_waiting
                        transport_detail, transport_failure)
 
 MAX_ERROR_BODY = 1 << 20
+logger = logging.getLogger(__name__)
 
 
 def caller(call: LlmCall) -> str:
     """Whose conversation a call's is: its own credential's fingerprint."""
     return fingerprint(call.credential) if call.credential else ""
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class AttemptRecord:
     masked), what came back, and what was made of it."""
 
     provider: str
+    key: str  # the fingerprint of the credential sent ("" when none)
     url: str
     headers: list[tuple[str, str]]
     body: bytes
@@ -89,6 +91,7 @@ class Result:
     switched: bool = False  # the answer was translated from the other protocol
     attempts: list[AttemptRecord] = field(default_factory=list)
     outcome: CallOutcome = CallOutcome.OK
+    usage: Usage | None = None  # of a whole answer, as the provider reported it
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class _Context:
     switch: Candidate | None = None  # the same candidate in the other protocol, to try next
     served_by: Candidate | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    usage: Usage | None = None
 
     def in_call_protocol(self, candidate: Candidate) -> Candidate:
         """A provider switched earlier in this call stays switched for its other keys."""
@@ -244,7 +248,7 @@ class Dispatcher:
         served = ctx.served_by
         switched = served is not None and served.protocol is not ctx.call.protocol
         return Result(delivery, ctx.trail, served, len(ctx.failures), switched, ctx.attempts,
-                      outcome)
+                      outcome, ctx.usage)
 
     def _rotation(self, provider: Provider, keys: tuple[str, ...]) -> tuple[str, ...]:
         """A provider's keys, least recently used first."""
@@ -291,8 +295,8 @@ class Dispatcher:
         if bridge.dropped:
             ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
         headers = upstream_headers(call, candidate)
-        record = AttemptRecord(candidate.provider.name, candidate.url, masked(headers), body,
-                               self.clock())
+        record = AttemptRecord(candidate.provider.name, candidate.fingerprint, candidate.url,
+                               masked(headers), body, self.clock())
         ctx.attempts.append(record)
         if len(candidate.provider.keys) > 1:  # only a provider's own keys rotate
             self.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
@@ -305,8 +309,11 @@ class Dispatcher:
         if verdict.action is Action.DELIVER:
             self._served(ctx, candidate, record, verdict.hints)
             answer = self._whole_answer(bridge, outcome, own_call(call, candidate))
-            if call.protocol is Protocol.RESPONSES:
-                self._record(ctx, candidate, loads(answer.body))
+            upstream_answer = loads(outcome.body)
+            ctx.usage = answer_usage(candidate.protocol, upstream_answer)
+            if call.protocol is Protocol.RESPONSES:  # the answer as the client got it
+                self._record(ctx, candidate, upstream_answer if answer.body is outcome.body
+                             else loads(answer.body))
             return answer
         if verdict.action is Action.PASS_THROUGH:
             self._finish(ctx, candidate, record, str(outcome.status))
@@ -365,7 +372,7 @@ class Dispatcher:
                                      deliver(chunks, parser, shaper, ctx.redact.bytes,
                                              lambda: self._record(ctx, candidate,
                                                                   shaper.final)),
-                                     response.close)
+                                     response.close, shaper)
                 record.response_body = ctx.redact.bytes(head.raw())
                 culprit = head.culprit.data if head.culprit and head.culprit.data else ""
                 return Outcome(response.status, response.headers, culprit.encode(),

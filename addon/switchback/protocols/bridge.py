@@ -18,7 +18,7 @@ from typing import Any
 
 from ..jsonsafe import loads
 from ..vocabulary import Protocol
-from .shapers import StreamShaper
+from .metered import Metered
 from .translate_request import chat_to_responses, responses_to_chat
 from .translate_response import chat_to_responses_response, responses_to_chat_response
 from .translate_stream import shaper as stream_shaper
@@ -48,6 +48,7 @@ class Bridge:
     raw: bytes  # ... and its bytes
     response_id: str = ""  # the id a translated Responses answer carries; made when needed
     dropped: tuple[str, ...] = ()
+    hides_usage: bool = False  # usage was asked for on the client's behalf: keep it from it
 
     def __post_init__(self) -> None:
         if self.translating and not self.response_id:
@@ -60,9 +61,14 @@ class Bridge:
     def body(self, model: str, upstream_host: str) -> bytes:
         """The upstream request body for `model`."""
         if not self.translating:
+            asked = self._asks_usage()
             if model == self.request.get("model"):
-                return self.raw
-            return json.dumps({**self.request, "model": model}).encode()
+                return self.raw if asked else _with_usage(self.raw)
+            body = {**self.request, "model": model}
+            if not asked:
+                body["stream_options"] = {**(body.get("stream_options") or {}),
+                                          "include_usage": True}
+            return json.dumps(body).encode()
         if self.client is Protocol.RESPONSES:
             if previous := self.request.get("previous_response_id"):
                 raise UnknownResponseId(previous)
@@ -85,5 +91,35 @@ class Bridge:
                                                          self.response_id)).encode()
         return json.dumps(responses_to_chat_response(upstream, self.request)).encode()
 
-    def shaper(self) -> StreamShaper:
-        return stream_shaper(self.upstream, self.client, self.request, self.response_id)
+    def shaper(self) -> Metered:
+        return Metered(stream_shaper(self.upstream, self.client, self.request, self.response_id),
+                       self.upstream, self.hides_usage)
+
+    def _asks_usage(self) -> bool:
+        """Whether a passed-through request already gets usage back: a chat
+        stream reports it only when asked (`stream_options.include_usage`);
+        Switchback asks for it when the client did not, and notes to hide it."""
+        request = self.request
+        if self.client is not Protocol.CHAT or request.get("stream") is not True:
+            return True
+        options = request.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return True
+        if options is not None and not isinstance(options, dict):
+            return True  # a body the provider will judge as it is; not ours to fix
+        self.hides_usage = True
+        return False
+
+
+_ASK_USAGE = b'"stream_options":{"include_usage":true},'
+
+
+def _with_usage(raw: bytes) -> bytes:
+    """A chat stream request asking for usage: the client's bytes with one
+    member added at the front when it has no stream_options, else rewritten."""
+    if b'"stream_options"' not in raw:
+        start = raw.index(b"{") + 1
+        return raw[:start] + _ASK_USAGE + raw[start:]
+    body = loads(raw)
+    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return json.dumps(body).encode()

@@ -1,0 +1,209 @@
+"""One call's account, from before its first attempt to the end of its answer.
+
+A `Charge` is the one context manager around a call. On entry it reserves
+the call's worst case against the principal's budgets (or refuses the call
+with `BudgetExceeded`, before any upstream attempt). On exit — whatever the
+exit: an answer, a failure, the client gone, an exception, cancellation —
+it settles: the real cost of what was served, nothing when nothing was.
+A committed stream outlives the hook that made it, so the charge then stays
+open until the stream closes (`Committed.ended`), which the relay guarantees
+on every path; shutdown closes what is left, and every hold carries an
+expiry besides — renewed while its call lives, so a killed process leaks
+nothing for longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ..engine.delivery import Committed
+from ..recognise import LlmCall, fingerprint
+from ..vocabulary import CallOutcome
+from .budgets import Amount, Budget, Refusal, budgets_for
+from .estimate import worst_case
+from .ledger import Hold, Ledger
+from .pricing import Pricing
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from ..engine.dispatch import Result
+
+logger = logging.getLogger(__name__)
+ANONYMOUS = "anonymous"
+HOLD_TTL = 60.0  # seconds a hold outlives its call's last sign of life
+DEFAULT_OUTPUT_TOKENS = 4096  # held for a call that sets no output limit
+BYTES_PER_TOKEN = 4  # of an answer without usage: an estimate of its output
+
+
+def principal_of(proxy_user: str | None, credential: str | None) -> str:
+    """Who pays: the proxy user, else the client key's fingerprint, else anonymous."""
+    if proxy_user:
+        return proxy_user
+    return fingerprint(credential) if credential else ANONYMOUS
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message())
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What a call is charged when it ends."""
+
+    principal: str
+    served: bool  # something reached the client from a provider
+    usage: Usage | None
+    cost: float | None  # USD; None when unpriced or nothing was served
+
+    @property
+    def unpriced(self) -> bool:
+        return self.served and self.usage is not None and self.cost is None
+
+    def amount(self) -> Amount:
+        if not self.served or self.usage is None:
+            return Amount()
+        return Amount(self.cost or 0.0, self.usage.total)
+
+    def figures(self) -> dict:
+        """Tokens and cost for the flow's metadata."""
+        usage = self.usage
+        return {} if usage is None else {
+            "tokens": dict(usage.kinds()), "estimated": usage.estimated, "cost_usd": self.cost}
+
+    def text(self) -> str:
+        """The log line's and the flow comment's words for it."""
+        if self.usage is None:
+            return ""
+        cost = "unpriced" if self.cost is None else f"${self.cost:.6f}".rstrip("0").rstrip(".")
+        return f"{self.usage.text()} tokens, {cost}"
+
+
+class Accounts:
+    """Prices, budgets and the ledger: makes each call's `Charge`."""
+
+    def __init__(self, ledger: Ledger, pricing: Pricing | None = None,
+                 budgets: Mapping[str, tuple[Budget, ...]] | None = None,
+                 default_output: int = DEFAULT_OUTPUT_TOKENS, hold_ttl: float = HOLD_TTL) -> None:
+        self.ledger, self.pricing = ledger, pricing or Pricing()
+        self.budgets = dict(budgets or {})
+        self.default_output, self.hold_ttl = default_output, hold_ttl
+        self.open: set[Charge] = set()
+
+    def charge(self, call: LlmCall, principal: str,
+               ended: Callable[[Bill], None] = lambda bill: None) -> Charge:
+        return Charge(self, call, principal, ended)
+
+    def cost(self, base_url: str, model: str, usage: Usage) -> float | None:
+        try:
+            return self.pricing.cost(base_url, model, usage)
+        except (ValueError, ArithmeticError) as exc:  # usage the price data cannot take
+            logger.warning(f"switchback: could not price {model}: {exc}")
+            return None
+
+    async def close(self) -> None:
+        """Shutdown: settle every call still open as it stands."""
+        for charge in list(self.open):
+            await charge.close()
+
+
+class Charge:
+    def __init__(self, accounts: Accounts, call: LlmCall, principal: str,
+                 ended: Callable[[Bill], None]) -> None:
+        self.accounts, self.call, self.principal, self.ended = accounts, call, principal, ended
+        self.result: Result | None = None  # what the call delivered, once it has
+        self.hold: Hold | None = None
+        self.worst: Usage | None = None
+        self._keeper: asyncio.Task | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Charge:
+        accounts = self.accounts
+        budgets = budgets_for(self.principal, accounts.budgets)
+        accounts.open.add(self)
+        if not budgets:
+            return self
+        self.worst = worst_case(self.call.body, accounts.default_output)
+        cost = accounts.cost(self.call.provider.base_url, self.call.model, self.worst) or 0.0
+        held = await accounts.ledger.reserve(self.principal, budgets,
+                                             Amount(cost, self.worst.total), accounts.hold_ttl)
+        if isinstance(held, Refusal):
+            accounts.open.discard(self)
+            self._closed = True
+            raise BudgetExceeded(held)
+        self.hold = held
+        self._keeper = asyncio.ensure_future(self._keep())
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        stream = self.stream
+        if stream is not None and not stream.closed:
+            if exc is None:
+                stream.ended.append(self.close)  # the stream's end is the call's
+                return
+            await stream.aclose()  # it never reached the relay: close it
+        await self.close()
+
+    @property
+    def stream(self) -> Committed | None:
+        delivery = self.result.delivery if self.result is not None else None
+        return delivery if isinstance(delivery, Committed) else None
+
+    async def close(self) -> None:
+        """Settle, once: what was served, at its real cost."""
+        if self._closed:
+            return
+        self._closed = True
+        self.accounts.open.discard(self)
+        if self._keeper is not None:
+            self._keeper.cancel()
+        bill = self.bill()
+        try:
+            if self.hold is not None:
+                await self.accounts.ledger.settle(self.hold, bill.amount(), served=bill.served,
+                                                  unpriced=bill.unpriced)
+        finally:
+            self.ended(bill)
+
+    def bill(self) -> Bill:
+        result = self.result
+        served = result.served_by if result is not None else None
+        if result is None or served is None or result.outcome is not CallOutcome.OK:
+            return Bill(self.principal, False, None, None)
+        usage = self._usage(result)
+        return Bill(self.principal, True, usage,
+                    self.accounts.cost(served.provider.base_url, served.model, usage))
+
+    def _usage(self, result: Result) -> Usage:
+        """The provider's usage, else an estimate: the request's input and the
+        output the client got."""
+        stream = self.stream
+        if stream is not None and stream.meter is not None:
+            reported, delivered = stream.meter.usage, stream.meter.delivered()
+        else:
+            body = getattr(result.delivery, "body", b"")
+            reported, delivered = result.usage, -(-len(body) // BYTES_PER_TOKEN)
+        if reported is not None:
+            return reported
+        worst = self.worst or worst_case(self.call.body, self.accounts.default_output)
+        return Usage(worst.input, min(delivered, worst.output), estimated=True)
+
+    async def _keep(self) -> None:
+        """Renew the hold while the call lives."""
+        assert self.hold is not None
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(self.accounts.hold_ttl / 3)
+                try:
+                    self.hold = await self.accounts.ledger.renew(self.hold,
+                                                                 self.accounts.hold_ttl)
+                except Exception:  # the hold then lapses at its expiry; the call goes on
+                    logger.exception("switchback: could not renew a budget hold")

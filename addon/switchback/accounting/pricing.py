@@ -1,0 +1,75 @@
+"""What a call cost in USD: the config's own prices first, then genai-prices'
+bundled data — read offline, never updated at run time. A model neither
+knows is unpriced: its tokens still count, its cost is never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from .usage import Usage
+
+MILLION = 1_000_000
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens, as a `pricing:` entry gives them. Cached input
+    costs `cached_input` (else `input`); reasoning is output."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        cached = min(usage.cached, usage.input)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return ((usage.input - cached) * self.input + cached * cached_rate
+                + usage.output * self.output) / MILLION
+
+
+class Pricing:
+    """Prices calls by (provider base URL, model)."""
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+
+    def cost(self, base_url: str, model: str, usage: Usage) -> float | None:
+        """USD for `usage` of `model` at the provider serving `base_url`; None
+        when no price is known."""
+        price = self.overrides.get(model)
+        if price is not None:
+            return price.cost(usage)
+        found = _model(base_url, model)
+        if found is None:
+            return None
+        from genai_prices.types import Usage as PricesUsage
+
+        # genai-prices counts cache reads inside input_tokens, as OpenAI does.
+        price = found.get_prices(datetime.now(timezone.utc))  # prices may change on a date
+        calculated = price.calc_price(PricesUsage(
+            input_tokens=usage.input, cache_read_tokens=min(usage.cached, usage.input) or None,
+            output_tokens=usage.output))
+        return float(calculated["total_price"])
+
+
+@lru_cache(maxsize=1024)
+def _model(base_url: str, model: str) -> Any:
+    """genai-prices' entry for a model: at the provider its URL names
+    when genai-prices knows the host, else wherever the model's name is
+    known (an OpenAI-compatible gateway serving the same models). Found
+    once per (URL, model): a lookup walks every provider's patterns."""
+    from genai_prices import data_snapshot
+
+    snapshot = data_snapshot.get_snapshot()
+    for provider_url in (base_url, None):
+        try:
+            _, info = snapshot.find_provider_model(model, None, None, provider_url)
+        except LookupError:
+            continue
+        return info
+    return None

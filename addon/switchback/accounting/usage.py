@@ -1,0 +1,71 @@
+"""What one call used, read from the provider's answer in its own protocol.
+
+Token counts follow OpenAI's convention in both protocols: `input` counts
+every input token and `cached` the part of it read from the provider's
+cache; `output` counts every output token and `reasoning` the part of it
+spent thinking. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..vocabulary import Protocol
+
+
+@dataclass(frozen=True)
+class Usage:
+    input: int = 0
+    output: int = 0
+    cached: int = 0  # of input
+    reasoning: int = 0  # of output
+    estimated: bool = False  # counted by Switchback, not reported by the provider
+    model: str | None = None  # as the provider named it in its answer
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+    def kinds(self) -> tuple[tuple[str, int], ...]:
+        """(kind, tokens) for the tokens metric."""
+        return (("input", self.input), ("output", self.output), ("cached", self.cached),
+                ("reasoning", self.reasoning))
+
+    def text(self) -> str:
+        """How a log line or a flow comment shows it."""
+        extra = [f"{n} {k}" for k, n in (("cached", self.cached), ("reasoning", self.reasoning))
+                 if n]
+        shown = f"{self.input} in, {self.output} out" + (f" ({', '.join(extra)})" if extra else "")
+        return f"~{shown}" if self.estimated else shown
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _detail(usage: dict, name: str, field: str) -> int:
+    details = usage.get(name)
+    return _count(details.get(field)) if isinstance(details, dict) else 0
+
+
+def parse_usage(protocol: Protocol, usage: Any, model: Any = None) -> Usage | None:
+    """A `usage` object of `protocol`'s shape; None when there is none."""
+    if not isinstance(usage, dict):
+        return None
+    model = model if isinstance(model, str) else None
+    if protocol is Protocol.CHAT:
+        return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
+                     _detail(usage, "prompt_tokens_details", "cached_tokens"),
+                     _detail(usage, "completion_tokens_details", "reasoning_tokens"), model=model)
+    return Usage(_count(usage.get("input_tokens")), _count(usage.get("output_tokens")),
+                 _detail(usage, "input_tokens_details", "cached_tokens"),
+                 _detail(usage, "output_tokens_details", "reasoning_tokens"), model=model)
+
+
+def answer_usage(protocol: Protocol, answer: Any) -> Usage | None:
+    """The usage of a whole answer (a chat completion or a response object),
+    or of a stream's usage chunk or terminal `response`."""
+    if not isinstance(answer, dict):
+        return None
+    return parse_usage(protocol, answer.get("usage"), answer.get("model"))

@@ -1,0 +1,80 @@
+"""A stream's usage, read on its way to the client.
+
+`Metered` wraps the shaper of every committed stream. It reads the usage
+the provider reports — a chat stream's usage chunk, a Responses stream's
+terminal event — in the upstream's protocol, and counts the answer text
+delivered, so a stream cut before its usage still has an estimate. For a
+chat client that did not ask for usage, Switchback asked on its behalf; the
+usage chunk and the `"usage":null` fields that come with it are taken out
+again, so the client sees the stream it asked for. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..accounting.usage import Usage, answer_usage, parse_usage
+from ..vocabulary import Protocol
+from .kinds import RESPONSES_TERMINAL, event_type
+from .shapers import StreamShaper
+from .sse import Event
+
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null\b|"usage"\s*:\s*null\s*,')
+# The answer's own text in an upstream event: deltas, tool arguments, refusals, reasoning.
+_TEXT = {Protocol.CHAT: re.compile(rb'"(?:content|arguments|refusal|reasoning_content|reasoning)"'
+                                   rb'\s*:\s*"((?:[^"\\]|\\.)*)"'),
+         Protocol.RESPONSES: re.compile(rb'"delta"\s*:\s*"((?:[^"\\]|\\.)*)"')}
+BYTES_PER_TOKEN = 4  # of English text, roughly: an estimate only when no usage came
+
+
+class Metered:
+    """A `StreamShaper` that also knows the stream's usage."""
+
+    def __init__(self, inner: StreamShaper, upstream: Protocol, hide_usage: bool = False) -> None:
+        self.inner, self.upstream, self.hide_usage = inner, upstream, hide_usage
+        self.usage: Usage | None = None  # as the provider reported it
+        self.text_bytes = 0  # of answer text delivered
+        self._text = _TEXT[upstream]
+
+    @property
+    def complete(self) -> bool:
+        return self.inner.complete
+
+    @property
+    def final(self) -> dict | None:
+        return self.inner.final
+
+    def feed(self, event: Event) -> bytes:
+        raw = event.raw
+        for text in self._text.findall(raw):
+            self.text_bytes += len(text)
+        if b'"usage"' not in raw:
+            return self.inner.feed(event)
+        if _USAGE.search(raw) and self._read_usage(event) and self.hide_usage:
+            return b""  # the usage chunk Switchback asked for: not the client's
+        out = self.inner.feed(event)
+        return _NULL_USAGE.sub(b"", out) if self.hide_usage else out
+
+    def finish(self) -> bytes:
+        return self.inner.finish()
+
+    def fail(self, message: str) -> bytes:
+        return self.inner.fail(message)
+
+    def delivered(self) -> int:
+        """Output tokens delivered so far, estimated from their text."""
+        return -(-self.text_bytes // BYTES_PER_TOKEN)
+
+    def _read_usage(self, event: Event) -> bool:
+        """Take the usage an event reports; True for a chat usage-only chunk."""
+        payload = event.json()
+        if not isinstance(payload, dict):
+            return False
+        if self.upstream is Protocol.CHAT:
+            usage = parse_usage(Protocol.CHAT, payload.get("usage"), payload.get("model"))
+            self.usage = usage or self.usage
+            return usage is not None and not payload.get("choices")
+        if event_type(event) in RESPONSES_TERMINAL:
+            self.usage = answer_usage(Protocol.RESPONSES, payload.get("response")) or self.usage
+        return False
