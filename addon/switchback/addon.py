@@ -112,7 +112,7 @@ class Switchback:
         self.accounts = Accounts(self.ledger)
         self.tracing = Tracing.from_environment()
         self.status = StatusServer(self.status_document, self.metrics, self.reset_command,
-                                   self.budget_rows)
+                                   self.budget_rows, self.reset_budgets)
         self.dispatcher: Dispatcher | None = None
         self.retired: list[Upstream] = []  # clients replaced by a reconfigure
         # Relayed flows by token, until the relay answers them. Flow metadata
@@ -422,6 +422,11 @@ class Switchback:
                       for n, record in enumerate(result.attempts, 1)])
             if view.get_by_id(flow.id) is not None:  # a stream ended after its flow showed
                 view.update([flow])
+
+    async def reset_budgets(self) -> None:
+        """Forget what every principal spent (POST /reset/budgets)."""
+        await self.ledger.clear()
+        logger.info("switchback: budget figures reset")
 
     async def budget_rows(self) -> list[dict]:
         """Every budget's figures in its current window, configured principals first seen."""

@@ -5,7 +5,9 @@ cooldowns with time left and why, the protocol memory, counters, each
 budget's figures in its current window); `GET
 /metrics` answers the Prometheus exposition; `POST /reset` forgets every
 cooldown, backoff and remembered protocol (as the `switchback.reset` command
-does) — after rotating a dead key, say. `status_document` is pure;
+does) — after rotating a dead key, say. Budget figures are not state of that
+kind: only `POST /reset/budgets` forgets them (every principal's spending,
+everywhere the budgets are shared). `status_document` is pure;
 `StatusServer` is the small HTTP shell around it.
 """
 
@@ -54,9 +56,10 @@ def status_document(table: ProviderTable, configured: set[str], health: Health,
 class StatusServer:
     def __init__(self, document: Callable[[list[dict]], dict[str, Any]], metrics: Metrics,
                  reset: Callable[[], None],
-                 budgets: Callable[[], Awaitable[list[dict]]]) -> None:
+                 budgets: Callable[[], Awaitable[list[dict]]],
+                 reset_budgets: Callable[[], Awaitable[None]]) -> None:
         self.document, self.metrics, self.reset = document, metrics, reset
-        self.budgets = budgets
+        self.budgets, self.reset_budgets = budgets, reset_budgets
         self._server: asyncio.Server | None = None
 
     async def start(self, port: int) -> None:
@@ -82,13 +85,17 @@ class StatusServer:
             if method == "POST" and path == "/reset":
                 self.reset()
                 status, kind, body = 200, "application/json", b'{"reset": true}\n'
+            elif method == "POST" and path == "/reset/budgets":
+                await self.reset_budgets()
+                status, kind, body = 200, "application/json", b'{"reset": "budgets"}\n'
             elif path == "/status":
                 status, kind = 200, "application/json"
                 body = json.dumps(self.document(await self.budgets()), indent=2).encode()
             elif path == "/metrics":
                 status, kind, body = 200, "text/plain; version=0.0.4", self.metrics.exposition()
             else:
-                status, kind, body = 404, "text/plain", b"try /status, /metrics or POST /reset\n"
+                status, kind, body = 404, "text/plain", \
+                    b"try /status, /metrics, POST /reset or POST /reset/budgets\n"
             writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\n"
                          f"content-type: {kind}\r\ncontent-length: {len(body)}\r\n"
                          "connection: close\r\n\r\n".encode() + body)

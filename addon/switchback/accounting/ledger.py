@@ -70,7 +70,7 @@ class Ledger(Protocol):
         """The current windows' accounts with figures, plus zeros for `principals`."""
 
     async def clear(self) -> None:
-        """Forget everything (the proxy's /reset)."""
+        """Forget every figure and hold (the status server's POST /reset/budgets)."""
 
     async def close(self) -> None:
         """Let go of connections."""
