@@ -276,7 +276,8 @@ def test_check_says_ok_with_a_summary(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == (f"{config}: ok — providers: primary (2 keys, auto), "
                            f"backup (client's key, chat); "
-                           f"fallbacks: gpt-4o → backup/gpt-4o-mini; * → backup/*\n")
+                           f"fallbacks: gpt-4o → backup/gpt-4o-mini; * → backup/*; "
+                           f"budgets: none\n")
     assert "k1" not in done.stdout
 
 
@@ -296,6 +297,15 @@ STATUS = {
     "cooldowns": [{"scope": "key", "provider": "primary", "key": "#3fa9c2",
                    "remaining_s": 17.4, "reason": "429 retry-after"}],
     "protocols": [],
+    "budgets": [
+        {"principal": "team-a", "period": "day", "window_start": "2026-11-30T00:00:00Z",
+         "limit_usd": 5.0, "spent_usd": 4.981234, "spent_tokens": 1234567,
+         "reserved_usd": 0.0125, "reserved_tokens": 4100, "calls": 310, "refused": 2,
+         "unpriced_calls": 0},
+        {"principal": "#3fa9c2", "period": "month", "window_start": "2026-11-01T00:00:00Z",
+         "limit_tokens": 2000000, "spent_usd": 0.000435, "spent_tokens": 800,
+         "reserved_usd": 0.0, "reserved_tokens": 0, "calls": 100, "refused": 0,
+         "unpriced_calls": 1}],
     "counters": {"calls": 12, "fallbacks": 3},
 }
 
@@ -336,6 +346,14 @@ def test_status_prints_tables(status_server, capsys):
         "  key    primary   #3fa9c2    17s   429 retry-after\n"
         "\n"
         "Protocols learned: none\n"
+        "\n"
+        "Budgets\n"
+        "  principal  period  since                limit          spent                  "
+        "reserved  calls  refused  unpriced\n"
+        "  team-a     day     2026-11-30 00:00:00  $5.00          $4.98 (1,234,567 tok)  "
+        "$0.01     310    2        0\n"
+        "  #3fa9c2    month   2026-11-01 00:00:00  2,000,000 tok  800 tok ($0.000435)    "
+        "0 tok     100    0        1\n"
         "\n"
         "Counters\n"
         "  counter    value\n"

@@ -43,7 +43,7 @@ examples:
   switchback run                      # proxy on 127.0.0.1:8080, ./switchback.yaml if present
   eval "$(switchback env)"            # in another shell: send its clients through it
   switchback exec -- codex exec "hi"  # or: run one command through it
-  switchback status                   # keys, cooldowns, counters of the running proxy
+  switchback status                   # keys, cooldowns, budgets, counters of the running proxy
   switchback check switchback.yaml    # validate a config without starting anything
   mitmdump -s "$(switchback addon-path)" --set connection_strategy=lazy   # by hand
 """
@@ -362,14 +362,40 @@ def render_status(status: dict[str, Any]) -> str:
     protocols = [(p.get("provider", ""), p.get("model", ""), p.get("protocol", ""))
                  for p in status.get("protocols", [])]
     counters = [(name, str(value)) for name, value in sorted(status.get("counters", {}).items())]
+    budgets = [budget_row(b) for b in status.get("budgets", [])]
     sections = [
         ("Providers", ("name", "protocol", "base url", "keys"), providers),
         ("Cooldowns", ("scope", "provider", "key/model", "left", "reason"), cooldowns),
         ("Protocols learned", ("provider", "model", "protocol"), protocols),
+        ("Budgets", ("principal", "period", "since", "limit", "spent", "reserved", "calls",
+                     "refused", "unpriced"), budgets),
         ("Counters", ("counter", "value"), counters),
     ]
     return "\n\n".join(f"{title}\n{table(headers, rows)}" if rows else f"{title}: none"
                        for title, headers, rows in sections)
+
+
+def budget_row(budget: dict[str, Any]) -> tuple[str, ...]:
+    """One budget's figures, in its own unit first."""
+    usd = "limit_usd" in budget
+    limit = dollars(budget["limit_usd"]) if usd else tokens(budget.get("limit_tokens", 0))
+    spent = (dollars(budget.get("spent_usd", 0)), tokens(budget.get("spent_tokens", 0)))
+    reserved = (dollars(budget.get("reserved_usd", 0)),
+                tokens(budget.get("reserved_tokens", 0)))
+    first = 0 if usd else 1
+    return (budget.get("principal", ""), budget.get("period", ""),
+            str(budget.get("window_start", "")).replace("T", " ").removesuffix("Z"),
+            limit, f"{spent[first]} ({spent[1 - first]})", reserved[first],
+            str(budget.get("calls", 0)), str(budget.get("refused", 0)),
+            str(budget.get("unpriced_calls", 0)))
+
+
+def dollars(value: float) -> str:
+    return f"${value:,.2f}" if value >= 0.01 or not value else f"${value:.6f}".rstrip("0")
+
+
+def tokens(value: float) -> str:
+    return f"{int(value):,} tok"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -410,7 +436,10 @@ def summary(config: Config) -> str:
     fallbacks = "; ".join(
         f"{model} → {', '.join(f'{t.provider}/{t.model}' for t in targets)}"
         for model, targets in config.fallbacks.items()) or "none"
-    return f"providers: {providers}; fallbacks: {fallbacks}"
+    budgets = ", ".join(f"{principal}: {' + '.join(b.label for b in entries)}"
+                        for principal, entries in config.budgets.items()) or "none"
+    return f"providers: {providers}; fallbacks: {fallbacks}; budgets: {budgets}" + (
+        f"; own prices for {len(config.pricing)} model(s)" if config.pricing else "")
 
 
 # --- shared ------------------------------------------------------------------------------------
