@@ -18,11 +18,14 @@ import httpx
 import pytest
 
 from support.fakeprovider import chat_events, sse
-from support.loopserver import LoopServer, Script
+from support.loopserver import LoopServer, Script, Seen
 from support.proxy import free_port
 
 STREAMS = int(os.environ.get("SWITCHBACK_LOAD_STREAMS", "300"))
-EVENTS = [sse(event) for event in chat_events("m", " ".join(["word"] * 18), usage=True)]
+TEXT = " ".join(["word"] * 18)
+EVENTS = [sse(event) for event in chat_events("m", TEXT, usage=False)]
+# What the provider sends when asked for usage, as Switchback asks for it
+WITH_USAGE = [sse(event) for event in chat_events("m", TEXT, usage=True)]
 
 
 def status(port: int) -> dict:
@@ -39,7 +42,9 @@ def test_concurrent_streams_on_a_healthy_provider_never_fail_over(proxy, fakes, 
 
     async def go() -> list[bytes]:
         # Each stream lasts about a second, so all of them are open at once.
-        handler = lambda seen: Script.sse(EVENTS, pause=1 / len(EVENTS))  # noqa: E731
+        def handler(seen: Seen) -> Script:
+            events = WITH_USAGE if b'"include_usage":true' in seen.body else EVENTS
+            return Script.sse(events, pause=1 / len(events))
         async with LoopServer(handler, tls) as primary:
             running = proxy(f"""
 providers:
@@ -62,10 +67,11 @@ fallbacks: {{"*": [backup/*]}}
             return bodies
 
     bodies = asyncio.run(go())
-    assert all(body == b"".join(EVENTS) for body in bodies)
+    assert all(body == b"".join(EVENTS) for body in bodies)  # the usage asked for, hidden
     state = status(status_port)
     assert state["cooldowns"] == []
     assert state["counters"]["switchback_failovers"] == 0
     assert state["counters"]["switchback_calls"] == STREAMS
     assert state["counters"]["switchback_attempts"] == STREAMS
+    assert state["counters"]["switchback_tokens"] == STREAMS * 8  # each stream's usage, read
     assert backup.count() == 0
