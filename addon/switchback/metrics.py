@@ -7,7 +7,7 @@ registry at /metrics. Labels carry provider names and reasons, never keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -47,6 +47,7 @@ class Metrics:
                             "calls only)", ["provider", "model"], registry=r)
         self.unpriced = Counter("switchback_unpriced_calls", "Served calls whose model has no "
                                 "known price", ["provider", "model"], registry=r)
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
         self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
                                             "time to the first response byte", ["provider"],
                                             buckets=LATENCY_BUCKETS, registry=r)
@@ -70,14 +71,21 @@ class Metrics:
         usage = bill.usage if bill is not None else None
         if served is None or usage is None:
             return
-        provider, model = served.provider.name, served.model
-        for kind, tokens in usage.kinds():
-            if tokens:
-                self.tokens.labels(provider, model, kind).inc(tokens)
+        # Labelled children are kept: looking one up costs more than counting.
+        key = (served.provider.name, served.model)
+        for kind, count in usage.kinds():
+            if count:
+                self._child(self.tokens, (*key, kind)).inc(count)
         if bill.cost is None:
-            self.unpriced.labels(provider, model).inc()
+            self._child(self.unpriced, key).inc()
         else:
-            self.cost.labels(provider, model).inc(bill.cost)
+            self._child(self.cost, key).inc(bill.cost)
+
+    def _child(self, counter: Counter, labels: tuple[str, ...]) -> Any:
+        child = self._children.get((counter, labels))
+        if child is None:
+            child = self._children[counter, labels] = counter.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from .usage import Usage
 
 MILLION = 1_000_000
+PRICES_CHECKED = 3600  # seconds: how often the prices in force are looked up again
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,24 @@ class Pricing:
         price = self.overrides.get(model)
         if price is not None:
             return price.cost(usage)
-        found = _model(base_url, model)
-        if found is None:
+        prices = _prices(base_url, model, int(time.time() // PRICES_CHECKED))
+        if prices is None:
             return None
         from genai_prices.types import Usage as PricesUsage
 
         # genai-prices counts cache reads inside input_tokens, as OpenAI does.
-        price = found.get_prices(datetime.now(timezone.utc))  # prices may change on a date
-        calculated = price.calc_price(PricesUsage(
+        calculated = prices.calc_price(PricesUsage(
             input_tokens=usage.input, cache_read_tokens=min(usage.cached, usage.input) or None,
             output_tokens=usage.output))
         return float(calculated["total_price"])
+
+
+@lru_cache(maxsize=1024)
+def _prices(base_url: str, model: str, hour: int) -> Any:
+    """A model's prices this hour: the data dates price changes, and finding
+    the prices in force costs more than using them."""
+    found = _model(base_url, model)
+    return None if found is None else found.get_prices(datetime.now(timezone.utc))
 
 
 @lru_cache(maxsize=1024)
