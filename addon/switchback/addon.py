@@ -156,7 +156,8 @@ class Switchback:
             self.config, self.table = config, ProviderTable(config.providers)
             self.health.policy = config.cooldown
             self.accounts = Accounts(self.ledger, Pricing(config.pricing), config.budgets,
-                                     config.budget_output_tokens)
+                                     config.budget_output_tokens,
+                                     open_charges=self.accounts.open)
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connections fail at CONNECT when an origin is down, before
             # Switchback could fall back. Set here, before the proxy listens.

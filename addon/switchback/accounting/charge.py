@@ -91,11 +91,13 @@ class Accounts:
 
     def __init__(self, ledger: Ledger, pricing: Pricing | None = None,
                  budgets: Mapping[str, tuple[Budget, ...]] | None = None,
-                 default_output: int = DEFAULT_OUTPUT_TOKENS, hold_ttl: float = HOLD_TTL) -> None:
+                 default_output: int = DEFAULT_OUTPUT_TOKENS, hold_ttl: float = HOLD_TTL,
+                 open_charges: set[Charge] | None = None) -> None:
         self.ledger, self.pricing = ledger, pricing or Pricing()
         self.budgets = dict(budgets or {})
         self.default_output, self.hold_ttl = default_output, hold_ttl
-        self.open: set[Charge] = set()
+        # Calls not yet settled; shared with the Accounts a config reload replaces.
+        self.open: set[Charge] = set() if open_charges is None else open_charges
 
     def charge(self, call: LlmCall, principal: str,
                ended: Callable[[Bill], None] = lambda bill: None) -> Charge:
