@@ -16,6 +16,7 @@ on the next call.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import logging
@@ -39,6 +40,7 @@ KEEP = 86400.0  # accounts outlive their window, and a settled hold's marker its
 SWEEP_EVERY = 3600.0  # how often (clock seconds) a MemoryLedger drops accounts of old windows
 CONNECT_TIMEOUT = 0.5
 OP_TIMEOUT = 1.0  # a command that takes longer means Redis is not well
+MAX_UNSETTLED = 100_000  # settles kept to send again once Redis answers
 REDIS_ERRORS = (RedisError, OSError)  # TimeoutError is an OSError
 
 Principals = Iterable[tuple[str, tuple[Budget, ...]]]
@@ -168,9 +170,9 @@ class MemoryLedger:
         live = self._holds.pop(hold.id, None) is not None
         for budget, start in hold.accounts:
             key = (hold.principal, budget.label, start)
-            account = self._accounts.get(key)
-            if account is None:
-                continue  # its window ended long ago
+            # An account gone meanwhile (its window long over, or the figures
+            # reset) still books what was spent.
+            account = self._accounts.get(key) or Account(hold.principal, budget, start)
             self._accounts[key] = replace(
                 account, spent=account.spent + spent,
                 reserved=_less(account.reserved, hold.amount) if live else account.reserved,
@@ -369,6 +371,10 @@ class RedisLedger:
         self._renew = self._client.register_script(RENEW)
         self._read = self._client.register_script(READ)
         self._warned = False
+        # Settles Redis did not take, by hold id, to send again once it answers:
+        # a settle is idempotent there, and money spent must be booked.
+        self._unsettled: dict[str, tuple[Hold, Amount, bool, bool]] = {}
+        self._resending: asyncio.Task | None = None
 
     def _tag(self, principal: str) -> str:
         """The principal, hex-encoded (names may hold any character) and in a
@@ -410,7 +416,7 @@ class RedisLedger:
             self._lost(exc)
             made = await self.fallback.reserve(principal, budgets, estimate, ttl)
             return replace(made, local=True) if isinstance(made, Hold) else made
-        self._warned = False
+        self._answered()
         if answer[0] == "held":
             return hold
         budget, start = hold.accounts[int(answer[1]) - 1]
@@ -430,7 +436,7 @@ class RedisLedger:
         except REDIS_ERRORS as exc:
             self._lost(exc)
             return hold
-        self._warned = False
+        self._answered()
         return replace(hold, expires=now + ttl) if renewed else hold
 
     async def settle(self, hold: Hold, spent: Amount, *, served: bool, unpriced: bool) -> None:
@@ -447,9 +453,27 @@ class RedisLedger:
         try:
             await self._settle(keys=keys, args=args)
         except REDIS_ERRORS as exc:
-            self._lost(exc)  # the hold lapses at its expiry; this spend goes unbooked
+            self._lost(exc)  # the hold lapses at its expiry; the spend is booked later
+            if len(self._unsettled) < MAX_UNSETTLED:
+                self._unsettled[hold.id] = (hold, spent, served, unpriced)
             return
+        self._unsettled.pop(hold.id, None)
+        self._answered()
+
+    def _answered(self) -> None:
+        """Redis answers again: send the settles it missed, in the background."""
         self._warned = False
+        if self._unsettled and self._resending is None:
+            self._resending = asyncio.ensure_future(self._resend())
+
+    async def _resend(self) -> None:
+        try:
+            for hold, spent, served, unpriced in list(self._unsettled.values()):
+                await self.settle(hold, spent, served=served, unpriced=unpriced)
+                if hold.id in self._unsettled:
+                    return  # Redis went away again; the next answer tries again
+        finally:
+            self._resending = None
 
     async def accounts(self, principals: Principals | None = None) -> list[Account]:
         """Redis's accounts; this replica's own while Redis does not answer."""
@@ -459,7 +483,7 @@ class RedisLedger:
         except REDIS_ERRORS as exc:
             self._lost(exc)
             return await self.fallback.accounts(principals)
-        self._warned = False
+        self._answered()
         return _listing(found, principals, now)
 
     async def _found(self, now: float) -> list[Account]:
@@ -485,5 +509,7 @@ class RedisLedger:
             self._lost(exc)
 
     async def close(self) -> None:
+        if self._resending is not None:
+            await asyncio.wait([self._resending], timeout=OP_TIMEOUT)
         with contextlib.suppress(*REDIS_ERRORS):
             await self._client.aclose()
