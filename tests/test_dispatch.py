@@ -368,3 +368,27 @@ def test_a_head_that_never_decides_is_bounded(monkeypatch):
     with pytest.raises(EventTooLarge):
         for _ in range(100):
             head.take(SseParser().feed(b": keepalive " + b"x" * 50 + b"\n\n"))
+
+
+def test_a_provider_that_refuses_stream_options_gets_the_call_without_them():
+    """Strict providers (Mistral) answer 422 to the usage option Switchback
+    adds: the call goes again without it, and later calls never carry it."""
+    plain = sse_bytes(chat_events("m", "one two", usage=False))
+
+    def handler(seen: Seen) -> Script:
+        if b"stream_options" in seen.body:
+            return Script.json(422, {"object": "error", "message": {"detail": [
+                {"type": "extra_forbidden", "loc": ["body", "stream_options"],
+                 "msg": "Extra inputs are not permitted"}]}, "type": "invalid_request_error"})
+        return Script.sse([plain])
+
+    async def test(server: LoopServer) -> None:
+        d = dispatcher(server, Clock())
+        first = await calling(server, d, stream=True)()
+        assert await body_of(first) == plain
+        assert "422 (refuses stream_options; again without)" in str(first.trail)
+        assert first.delivery.meter.usage is None  # none reported: the charge estimates
+        second = await calling(server, d, stream=True)()
+        assert await body_of(second) == plain
+        assert [b"stream_options" in seen.body for seen in server.seen] == [True, False, False]
+    serve(handler, test)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+
 import ssl
 import subprocess
 import time
 from urllib.request import Request, urlopen
 
 import aiohttp
+import httpx
 import pytest
 from mitmproxy import io
 from mitmproxy.version import VERSION
@@ -240,3 +242,19 @@ def test_websocket_upgrades_pass_when_told(fakes, proxy):
                     extra=("--set", "switchback_websocket=pass"))
     status = asyncio.run(upgrade(running, primary.base_url.replace("https", "wss") + "/responses"))
     assert status == 501  # the fake's own answer: it has no GET, let alone WebSocket
+
+
+def test_the_status_server_is_not_reachable_through_the_proxy(proxy):
+    """Only this machine's operator may read or reset it: a proxy client
+    (another user of a shared proxy) gets 403, and nothing is reset."""
+    running = proxy(None, status=True)
+    base = f"http://127.0.0.1:{running.status_port}"
+    with running.http_client(timeout=10) as through_proxy:
+        for method, path in (("POST", "/reset/budgets"), ("POST", "/reset"),
+                             ("GET", "/status")):
+            answer = through_proxy.request(method, base + path)
+            assert answer.status_code == 403
+            assert answer.json()["error"]["code"] == "switchback_status_not_proxied"
+    with httpx.Client(trust_env=False, timeout=10) as direct:
+        assert direct.get(base + "/status").status_code == 200
+    assert "budget figures reset" not in running.output()

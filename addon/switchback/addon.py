@@ -57,6 +57,13 @@ WEBSOCKET_REFUSED = json.dumps({"error": {
     "type": "invalid_request_error", "code": "websocket_not_supported"}}).encode()
 
 
+OWN_PORT_REFUSED = json.dumps({"error": {
+    "message": "Switchback's status server is not reachable through the proxy; "
+               "query it on this machine without the proxy.",
+    "type": "invalid_request_error", "code": "switchback_status_not_proxied"}}).encode()
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
 def websocket_path(rest: str) -> bool:
     """Endpoints clients may try over a WebSocket: /responses, /realtime…"""
     return rest.startswith(("/responses", "/realtime"))
@@ -235,7 +242,7 @@ class Switchback:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or self.dispatcher is None:
             return
-        if self._refuse_websocket(flow):
+        if self._refuse_websocket(flow) or self._refuse_own_ports(flow):
             return
         call = self._recognise(flow)
         if call is None:
@@ -302,6 +309,18 @@ class Switchback:
         result = Result(Answer(429, [], b""), trail, outcome=CallOutcome.REFUSED)
         asyncio.get_running_loop().call_soon(self._report, flow, call, result,
                                              Bill(refusal.principal, False, None, None), started)
+
+    def _refuse_own_ports(self, flow: http.HTTPFlow) -> bool:
+        """Switchback's status server and relay listen on loopback for this
+        machine's operator: a proxy client must not reach them through the
+        proxy (POST /reset/budgets would forgive everybody's spending)."""
+        request = flow.request
+        if request.port not in (ctx.options.switchback_status_port, self.relay.port) \
+                or request.host not in LOOPBACK:
+            return False
+        flow.response = http.Response.make(403, OWN_PORT_REFUSED,
+                                           {"content-type": "application/json"})
+        return True
 
     def _refuse_websocket(self, flow: http.HTTPFlow) -> bool:
         """Answer a WebSocket upgrade to an LLM endpoint with 426 (unless told to

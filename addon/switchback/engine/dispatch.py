@@ -161,6 +161,9 @@ class Dispatcher:
         self.health, self.protocols, self.conversations = health, protocols, conversations
         self.redactor = redactor or Redactor(k for p in config.providers.values() for k in p.keys)
         self.clock = clock
+        # Providers that refuse `stream_options` (Mistral answers 422): their
+        # chat streams go without the usage Switchback would ask for.
+        self.refuse_usage_option: set[str] = set()
 
     async def run(self, call: LlmCall) -> Result:
         ctx = _Context(call, self.redactor.including(call.credential),
@@ -282,7 +285,8 @@ class Dispatcher:
             if left_out:
                 ctx.trail.note(f"left out {left_out} reasoning item(s) only their producer "
                                "can read")
-        bridge = Bridge(call.protocol, candidate.protocol, request, raw)
+        bridge = Bridge(call.protocol, candidate.protocol, request, raw,
+                        ask_usage=candidate.provider.name not in self.refuse_usage_option)
         try:
             body = bridge.body(candidate.model, candidate.provider.origin[1])
         except UnknownResponseId as exc:
@@ -316,6 +320,13 @@ class Dispatcher:
                              else loads(answer.body))
             return answer
         if verdict.action is Action.PASS_THROUGH:
+            if bridge.hides_usage and outcome.status in (400, 422) \
+                    and b"stream_options" in outcome.body:
+                # The option Switchback added is refused, not the client's call.
+                self.refuse_usage_option.add(candidate.provider.name)
+                self._finish(ctx, candidate, record, f"{outcome.status} (refuses "
+                                                     "stream_options; again without)")
+                return await self._attempt(ctx, candidate)
             self._finish(ctx, candidate, record, str(outcome.status))
             if outcome.failure is not None:  # a client error at the head of a stream
                 info = error_info(outcome.body)

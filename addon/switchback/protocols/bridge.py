@@ -48,6 +48,7 @@ class Bridge:
     raw: bytes  # ... and its bytes
     response_id: str = ""  # the id a translated Responses answer carries; made when needed
     dropped: tuple[str, ...] = ()
+    ask_usage: bool = True  # ask for a chat stream's usage when the client did not
     hides_usage: bool = False  # usage was asked for on the client's behalf: keep it from it
 
     def __post_init__(self) -> None:
@@ -100,7 +101,8 @@ class Bridge:
         stream reports it only when asked (`stream_options.include_usage`);
         Switchback asks for it when the client did not, and notes to hide it."""
         request = self.request
-        if self.client is not Protocol.CHAT or request.get("stream") is not True:
+        if self.client is not Protocol.CHAT or request.get("stream") is not True \
+                or not self.ask_usage:
             return True
         options = request.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage") is True:
@@ -117,7 +119,7 @@ _ASK_USAGE = b'"stream_options":{"include_usage":true},'
 def _with_usage(raw: bytes) -> bytes:
     """A chat stream request asking for usage: the client's bytes with one
     member added at the front when it has no stream_options, else rewritten."""
-    if b'"stream_options"' not in raw:
+    if b'"stream_options"' not in raw and raw.lstrip()[:1] == b"{":  # UTF-8, not UTF-16/32
         start = raw.index(b"{") + 1
         return raw[:start] + _ASK_USAGE + raw[start:]
     body = loads(raw)
