@@ -164,7 +164,7 @@ class Switchback:
             self.health.policy = config.cooldown
             self.accounts = Accounts(self.ledger, Pricing(config.pricing), config.budgets,
                                      config.budget_output_tokens,
-                                     open_charges=self.accounts.open)
+                                     replacing=self.accounts)
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connections fail at CONNECT when an origin is down, before
             # Switchback could fall back. Set here, before the proxy listens.

@@ -92,12 +92,14 @@ class Accounts:
     def __init__(self, ledger: Ledger, pricing: Pricing | None = None,
                  budgets: Mapping[str, tuple[Budget, ...]] | None = None,
                  default_output: int = DEFAULT_OUTPUT_TOKENS, hold_ttl: float = HOLD_TTL,
-                 open_charges: set[Charge] | None = None) -> None:
+                 replacing: Accounts | None = None) -> None:
         self.ledger, self.pricing = ledger, pricing or Pricing()
         self.budgets = dict(budgets or {})
         self.default_output, self.hold_ttl = default_output, hold_ttl
-        # Calls not yet settled; shared with the Accounts a config reload replaces.
-        self.open: set[Charge] = set() if open_charges is None else open_charges
+        # Calls not yet settled, and settles under way: taken over from the
+        # Accounts a config reload replaces, so that shutdown finds them all.
+        self.open: set[Charge] = replacing.open if replacing else set()
+        self.settling: set[asyncio.Future] = replacing.settling if replacing else set()
 
     def charge(self, call: LlmCall, principal: str,
                ended: Callable[[Bill], None] = lambda bill: None) -> Charge:
@@ -111,9 +113,12 @@ class Accounts:
             return None
 
     async def close(self) -> None:
-        """Shutdown: settle every call still open as it stands."""
+        """Shutdown: settle every call still open as it stands, and wait for
+        settles under way."""
         for charge in list(self.open):
             await charge.close()
+        if self.settling:
+            await asyncio.wait(list(self.settling))
 
 
 class Charge:
@@ -147,12 +152,14 @@ class Charge:
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         stream = self.stream
-        if stream is not None and not stream.closed:
-            if exc is None:
-                stream.ended.append(self.close)  # the stream's end is the call's
-                return
-            await stream.aclose()  # it never reached the relay: close it
-        await self.close()
+        if stream is not None and not stream.closed and exc is None:
+            stream.ended.append(self.close)  # the stream's end is the call's
+            return
+        try:
+            if stream is not None and not stream.closed:
+                await stream.aclose()  # it never reached the relay: close it
+        finally:
+            await self.close()
 
     @property
     def stream(self) -> Committed | None:
@@ -167,7 +174,14 @@ class Charge:
         self.accounts.open.discard(self)
         if self._keeper is not None:
             self._keeper.cancel()
-        bill = self.bill()
+        # Shielded: a settle cut short (shutdown cancels what is running) would
+        # leave money spent unbooked. Shutdown waits for it instead.
+        settling = asyncio.ensure_future(self._settle(self.bill()))
+        self.accounts.settling.add(settling)
+        settling.add_done_callback(self.accounts.settling.discard)
+        await asyncio.shield(settling)
+
+    async def _settle(self, bill: Bill) -> None:
         try:
             if self.hold is not None:
                 await self.accounts.ledger.settle(self.hold, bill.amount(), served=bill.served,

@@ -53,10 +53,12 @@ class Committed:
         try:
             await self.rest.aclose()
         finally:
-            self.close_upstream()
-            ended, self.ended = self.ended, []
-            for callback in ended:
-                await callback()
+            try:
+                self.close_upstream()
+            finally:
+                ended, self.ended = self.ended, []
+                for callback in ended:
+                    await callback()
 
 
 def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes]) -> bytes:

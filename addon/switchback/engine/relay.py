@@ -156,7 +156,14 @@ class _Connection(asyncio.Protocol):
         if stream is None:
             self.transport.write(_GONE)
             return self._next_request()
-        self.transport.write(_head(stream) + _chunk(stream.first))
+        try:
+            head = _head(stream)
+        except Exception:  # a bug of ours: the stream must still close (and settle)
+            logger.exception("switchback: could not write a relayed stream's head")
+            self.transport.write(_GONE)
+            self.relay.track(asyncio.ensure_future(stream.aclose()))
+            return self._next_request()
+        self.transport.write(head + _chunk(stream.first))
         stream.show(stream.first)
         # Under an eager task factory (mitmproxy 12 on Python 3.12+) the pump may
         # run to its end inside ensure_future: it clears `pump` itself then.
@@ -186,8 +193,10 @@ class _Connection(asyncio.Protocol):
                 self.transport.abort()
             return
         finally:
-            await stream.aclose()
-            self.pump = None
+            try:
+                await stream.aclose()
+            finally:
+                self.pump = None
         self._next_request()
 
 
@@ -204,7 +213,8 @@ def _head(stream: Committed) -> bytes:
         reason = ""
     lines = [f"HTTP/1.1 {stream.status} {reason}", *(f"{k}: {v}" for k, v in stream.headers),
              "transfer-encoding: chunked", "", ""]
-    return "\r\n".join(lines).encode("utf-8")
+    # Header values keep the bytes the provider sent (aiohttp decodes them so).
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 def _chunk(data: bytes) -> bytes:
