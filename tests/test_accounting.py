@@ -86,6 +86,8 @@ def test_inline_media_counts_as_media_not_as_its_base64():
     ({"max_output_tokens": 50}, 50), ({"max_completion_tokens": 60, "max_tokens": 9}, 60),
     ({"max_tokens": 9}, 9), ({}, 4096), ({"max_tokens": True}, 4096),
     ({"max_tokens": 0}, 4096), ({"max_tokens": "9"}, 4096),
+    ({"max_tokens": 10**19}, 10_000_000),  # no model writes that much
+    ({"max_tokens": 9, "n": 3}, 27), ({"n": 2}, 8192), ({"max_tokens": 9, "n": True}, 9),
 ])
 def test_output_is_the_most_the_request_allows(body, tokens):
     assert output_tokens(body, 4096) == tokens
@@ -305,9 +307,17 @@ budget_output_tokens: 1000
     ('budgets: {"#sk-live-123": {usd: 5, period: day}}', "budgets.#sk-live-123",
      "never the key itself"),
     ("budget_output_tokens: 0", "budget_output_tokens", "4096"),
+    ("budgets: {a: {tokens: .inf, period: day}}", "budgets.a.tokens", "whole tokens"),
+    ("budgets: {a: {usd: .nan, period: day}}", "budgets.a.usd", "USD"),
+    ("pricing: {m: {input: .nan, output: 1}}", "pricing.m.input", "USD per million"),
 ])
 def test_a_bad_pricing_or_budget_names_the_key_and_the_fix(text, key, fix):
     with pytest.raises(ConfigError) as error:
         parse_config(text, "s.yaml", {})
     assert any(p.key == key and fix in p.fix and p.source == "s.yaml"
                for p in error.value.problems), str(error.value)
+
+
+def test_an_empty_list_exempts_a_principal_from_the_default_budget():
+    config = parse_config('budgets: {admin: [], "*": {usd: 5, period: day}}', "s.yaml", {})
+    assert config.budgets["admin"] == ()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from switchback.engine.delivery import Committed
-from switchback.engine.relay import Relay
+from switchback.engine.relay import Relay, _head as relay_head
 
 
 class Upstream:
@@ -147,4 +147,26 @@ def test_an_absolute_form_request_target_is_served():
                      f"content-length: 0\r\n\r\n".encode())
         assert b"data: a" in await read_response(reader)
         writer.close()
+    run(test)
+
+
+def test_header_bytes_pass_as_sent_and_a_head_that_cannot_be_written_still_closes():
+    """aiohttp keeps undecodable header bytes as surrogates: they go out as
+    they came. A head that cannot be written at all still closes its stream
+    (and so settles its call), instead of leaving it open for good."""
+    async def test(relay: Relay) -> None:
+        upstream = Upstream([b"data: a\n\n"])
+        stream = upstream.committed()
+        stream.headers.append(("x-odd", b"caf\xe9".decode("utf-8", "surrogateescape")))
+        assert b"x-odd: caf\xe9\r\n" in relay_head(stream)
+        broken, ended = Upstream([b"data: a\n\n"]), []
+        stream = broken.committed()
+        stream.headers.append(("x-bad", "\ud800"))  # no bytes can stand for it
+
+        async def settle() -> None:
+            ended.append(True)
+        stream.ended.append(settle)
+        assert (await fetch(relay, relay.park(stream))).startswith(b"HTTP/1.1 502")
+        await eventually(lambda: ended)
+        assert broken.closed == 1
     run(test)

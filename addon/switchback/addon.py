@@ -250,8 +250,8 @@ class Switchback:
         started = time.time()
         auth = flow.metadata.get("proxyauth")
         charge = self.accounts.charge(
-            call, principal_of(auth[0] if isinstance(auth, tuple) and auth else None,
-                               call.credential),
+            call, principal_of(str(auth[0]) if isinstance(auth, (tuple, list)) and auth
+                               else None, call.credential),
             lambda bill: asyncio.get_running_loop().call_soon(
                 self._report, flow, call, charge.result, bill, started))
         try:

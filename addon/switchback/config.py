@@ -9,6 +9,7 @@ never happens.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -106,6 +107,12 @@ def parse_duration(value: Any) -> float | None:
         return float(value) if value >= 0 else None
     match = _DURATION.match(str(value))
     return float(match.group(1)) * _UNIT[match.group(2)] if match else None
+
+
+def finite(value: Any) -> bool:
+    """A real number: not a bool, not NaN or infinity (YAML has .nan and .inf)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def parse_size(value: Any) -> int | None:
@@ -272,7 +279,7 @@ class _Reader:
             entry = self.mapping(entry, key, ("input", "output", "cached_input"))
             rates = {}
             for name, value in entry.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                if not finite(value) or value < 0:
                     self.fail(f"{key}.{name}", f"{value!r} is not a price",
                               "write USD per million tokens as a number ≥ 0, e.g. 0.15")
                 else:
@@ -309,8 +316,7 @@ class _Reader:
                     continue
                 unit = units[0]
                 limit = entry[unit.value]
-                if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0 \
-                        or (unit is Unit.TOKENS and limit != int(limit)):
+                if not finite(limit) or limit < 0 or (unit is Unit.TOKENS and limit != int(limit)):
                     self.fail(f"{where}.{unit.value}", f"{limit!r} is not a limit",
                               "write a number ≥ 0: USD (5.00) or whole tokens (2000000)")
                 elif period is None:
@@ -322,7 +328,7 @@ class _Reader:
             labels = [budget.label for budget in read]
             for label in sorted({label for label in labels if labels.count(label) > 1}):
                 self.fail(key, f"two {label} budgets", "keep one budget per unit and period")
-            if read:
+            if read or (many and not entries):  # an empty list: exempt from "*"
                 budgets[principal] = tuple(read)
         return budgets
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .accounting.charge import Bill
     from .engine.dispatch import Result
 
+MAX_MODELS = 500  # (provider, model) series of the usage metrics; later ones count as…
+OTHER_MODELS = "other"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -48,6 +50,7 @@ class Metrics:
         self.unpriced = Counter("switchback_unpriced_calls", "Served calls whose model has no "
                                 "known price", ["provider", "model"], registry=r)
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+        self._models: set[tuple[str, str]] = set()
         self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
                                             "time to the first response byte", ["provider"],
                                             buckets=LATENCY_BUCKETS, registry=r)
@@ -73,6 +76,11 @@ class Metrics:
             return
         # Labelled children are kept: looking one up costs more than counting.
         key = (served.provider.name, served.model)
+        if key not in self._models:  # a client may name any model: bound the series
+            if len(self._models) >= MAX_MODELS:
+                key = (key[0], OTHER_MODELS)
+            else:
+                self._models.add(key)
         for kind, count in usage.kinds():
             if count:
                 self._child(self.tokens, (*key, kind)).inc(count)

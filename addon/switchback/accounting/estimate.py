@@ -15,6 +15,7 @@ from .usage import Usage
 IMAGE_TOKENS = 1_500  # an inline image or file (a data: URL): a high-detail image's worth
 MESSAGE_TOKENS = 4  # each message's framing
 OUTPUT_LIMITS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
+MAX_OUTPUT = 10_000_000  # no model writes more in one answer; a larger limit is no limit
 
 
 def text_tokens(text: str) -> int:
@@ -41,11 +42,16 @@ def input_tokens(body: Any) -> int:
 
 
 def output_tokens(body: dict, default: int) -> int:
+    """The most one answer may write, times the answers asked for (`n`)."""
+    most = default
     for name in OUTPUT_LIMITS:
         limit = body.get(name)
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            return limit
-    return default
+            most = min(limit, MAX_OUTPUT)
+            break
+    n = body.get("n")
+    return most * (min(n, 128) if isinstance(n, int) and not isinstance(n, bool) and n > 1
+                   else 1)
 
 
 def worst_case(body: dict, default_output: int) -> Usage:
