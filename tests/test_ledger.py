@@ -496,3 +496,31 @@ def test_a_settle_redis_missed_is_booked_once_it_answers_again(tmp_path) -> None
 
     with RedisServer(tmp_path) as server:
         asyncio.run(go(server))
+
+
+def test_while_the_shared_state_is_known_away_nothing_waits_on_redis(tmp_path) -> None:
+    """With the state link's breaker open, reserves go local at once and a
+    settle waits for the link, then reaches Redis."""
+    async def go(server: RedisServer) -> None:
+        away = [False]
+        ledger = RedisLedger(server.url, f"test-{uuid.uuid4().hex}", Clock(),
+                             available=lambda: not away[0])
+        try:
+            shared = await held(ledger, Amount(0.5, 0), (DAY_USD,))
+            away[0] = True
+            local = await held(ledger, Amount(0.1, 0), (DAY_USD,))
+            assert local.local and not shared.local
+            await ledger.settle(shared, Amount(0.25, 0), served=True, unpriced=False)
+            away[0] = False
+            await held(ledger, Amount(0.1, 0), (DAY_USD,))
+            for _ in range(100):  # bounded: the resend runs in the background
+                figures = await account(ledger, "team-a", DAY_USD)
+                if figures.calls:
+                    break
+                await asyncio.sleep(0.02)
+            assert figures.spent.usd == pytest.approx(0.25) and figures.calls == 1
+        finally:
+            await ledger.close()
+
+    with RedisServer(tmp_path) as server:
+        asyncio.run(go(server))

@@ -216,7 +216,9 @@ class Switchback:
                     config.conversation_bytes, sizeof=len))
             return
         self.link = Link(config.state.url, config.state.prefix)
-        self.ledger = RedisLedger(config.state.url, config.state.prefix, fallback=self.ledger)
+        link = self.link
+        self.ledger = RedisLedger(config.state.url, config.state.prefix, fallback=self.ledger,
+                                  available=lambda: link.healthy)
         memory = Stores.memory(conversation_bytes=config.conversation_bytes)
         self.stores = shared_stores(self.link, memory)
         self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses,

@@ -359,8 +359,12 @@ class RedisLedger:
     """Figures in Redis, shared by every replica using the same prefix."""
 
     def __init__(self, url: str, prefix: str, clock: Callable[[], float] = time.time,
-                 fallback: MemoryLedger | None = None) -> None:
+                 fallback: MemoryLedger | None = None,
+                 available: Callable[[], bool] = lambda: True) -> None:
         self.clock = clock
+        # The shared state's breaker: while open, no call waits on a Redis that
+        # is known to be away; the local fallback serves at once.
+        self.available = available
         self.fallback = fallback if fallback is not None else MemoryLedger(clock)
         self._root = f"{prefix}:budget:"
         self._client = aioredis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
@@ -411,6 +415,7 @@ class RedisLedger:
                      principal, budget.owner, budget.period.name,
                      "" if seconds is None else _number(seconds), _number(start)]
         try:
+            self._check()
             answer = await self._reserve(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             self._lost(exc)
@@ -431,6 +436,7 @@ class RedisLedger:
         now = self.clock()
         keys = [self._keys(hold.principal, budget, start)[1] for budget, start in hold.accounts]
         try:
+            self._check()
             renewed = await self._renew(keys=keys, args=[hold.id, _number(now),
                                                          _number(now + ttl)])
         except REDIS_ERRORS as exc:
@@ -451,6 +457,7 @@ class RedisLedger:
         args = [hold.id, _number(spent.usd), str(int(spent.tokens)), str(int(served)),
                 str(int(served and unpriced)), str(int(KEEP))]
         try:
+            self._check()
             await self._settle(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             self._lost(exc)  # the hold lapses at its expiry; the spend is booked later
@@ -459,6 +466,10 @@ class RedisLedger:
             return
         self._unsettled.pop(hold.id, None)
         self._answered()
+
+    def _check(self) -> None:
+        if not self.available():
+            raise ConnectionError("the shared state is away")
 
     def _answered(self) -> None:
         """Redis answers again: send the settles it missed, in the background."""
