@@ -14,7 +14,7 @@ from switchback.accounting.charge import (ANONYMOUS, Accounts, Bill, BudgetExcee
 from switchback.accounting.estimate import input_tokens, output_tokens, text_tokens, worst_case
 from switchback.accounting.ledger import MemoryLedger
 from switchback.accounting.pricing import Price, Pricing
-from switchback.accounting.usage import Usage, answer_usage, parse_usage
+from switchback.accounting.usage import Usage, answer_usage, body_usage, parse_usage
 from switchback.config import ConfigError, parse_config
 from switchback.engine.delivery import Committed
 from switchback.engine.dispatch import Answer, Result
@@ -321,3 +321,41 @@ def test_a_bad_pricing_or_budget_names_the_key_and_the_fix(text, key, fix):
 def test_an_empty_list_exempts_a_principal_from_the_default_budget():
     config = parse_config('budgets: {admin: [], "*": {usd: 5, period: day}}', "s.yaml", {})
     assert config.budgets["admin"] == ()
+
+
+@pytest.mark.parametrize("body, usage", [
+    (b'{"choices": [{"message": {"content": "say \\"usage\\": {\\"x\\": 1}"}}], '
+     b'"usage": {"prompt_tokens": 7, "completion_tokens": 2}}', Usage(7, 2)),
+    (b'{"model": "gpt-4o-mini-2024-07-18", "usage": {"prompt_tokens": 7, '
+     b'"completion_tokens": 2}}', Usage(7, 2, model="gpt-4o-mini-2024-07-18")),
+    (b'{"usage": {"prompt_tokens": 1, "completion_tokens": 1, '
+     b'"prompt_tokens_details": {"cached_tokens": 1}}}', Usage(1, 1, 1)),
+    (b'{"choices": []}', None), (b'{"usage": {"prompt_tokens": 1', None), (b"<html>", None),
+])
+def test_a_whole_answers_usage_is_read_without_parsing_the_rest(body, usage):
+    assert body_usage(CHAT, body) == usage
+
+
+def test_flat_prices_agree_with_genai_prices_own_arithmetic():
+    """Prices that are plain rates are applied here (a microsecond a call);
+    every such model in the bundled data costs the same as genai-prices says."""
+    from datetime import datetime, timezone
+
+    from genai_prices import data_snapshot
+    from genai_prices.types import Usage as PricesUsage
+
+    from switchback.accounting.pricing import _flat
+
+    now, usage, checked = datetime.now(timezone.utc), Usage(123_456, 7_890, 23_456), 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            prices = model.get_prices(now)
+            flat = _flat(prices)
+            if flat is None:
+                continue
+            theirs = float(prices.calc_price(PricesUsage(
+                input_tokens=usage.input, cache_read_tokens=usage.cached,
+                output_tokens=usage.output))["total_price"])
+            assert math.isclose(flat.cost(usage), theirs, rel_tol=1e-9, abs_tol=1e-12), model.id
+            checked += 1
+    assert checked > 100

@@ -130,6 +130,10 @@ class Switchback:
         self.showing: dict[str, Committed] = {}
         self.keep_bodies = False
         self.announce = True  # write one log line per call
+        # Options read on every request, parsed once here (an option lookup
+        # costs more than the check it serves).
+        self.status_port = 0
+        self.pass_websockets = False
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -165,6 +169,9 @@ class Switchback:
             self.accounts = Accounts(self.ledger, Pricing(config.pricing), config.budgets,
                                      config.budget_output_tokens,
                                      replacing=self.accounts)
+        if updated & {"switchback_status_port", "switchback_websocket"}:
+            self.status_port = ctx.options.switchback_status_port
+            self.pass_websockets = ctx.options.switchback_websocket == "pass"
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connections fail at CONNECT when an origin is down, before
             # Switchback could fall back. Set here, before the proxy listens.
@@ -317,7 +324,7 @@ class Switchback:
         machine's operator: a proxy client must not reach them through the
         proxy (POST /reset/budgets would forgive everybody's spending)."""
         request = flow.request
-        if request.port not in (ctx.options.switchback_status_port, self.relay.port) \
+        if request.port not in (self.status_port, self.relay.port) \
                 or request.host not in LOOPBACK:
             return False
         flow.response = http.Response.make(403, OWN_PORT_REFUSED,
@@ -328,8 +335,7 @@ class Switchback:
         """Answer a WebSocket upgrade to an LLM endpoint with 426 (unless told to
         pass them): over a WebSocket, turns would bypass every failover."""
         request = flow.request
-        if ctx.options.switchback_websocket == "pass" or \
-                request.headers.get("upgrade", "").lower() != "websocket":
+        if self.pass_websockets or request.headers.get("upgrade", "").lower() != "websocket":
             return False
         if not any(websocket_path(rest) for _, rest in self.table.under(request.url)):
             return False

@@ -174,6 +174,9 @@ class Charge:
         self.accounts.open.discard(self)
         if self._keeper is not None:
             self._keeper.cancel()
+        if self.hold is None:  # nothing held: nothing to book, nothing to wait for
+            self.ended(self.bill())
+            return
         # Shielded: a settle cut short (shutdown cancels what is running) would
         # leave money spent unbooked. Shutdown waits for it instead.
         settling = asyncio.ensure_future(self._settle(self.bill()))
@@ -182,10 +185,10 @@ class Charge:
         await asyncio.shield(settling)
 
     async def _settle(self, bill: Bill) -> None:
+        assert self.hold is not None
         try:
-            if self.hold is not None:
-                await self.accounts.ledger.settle(self.hold, bill.amount(), served=bill.served,
-                                                  unpriced=bill.unpriced)
+            await self.accounts.ledger.settle(self.hold, bill.amount(), served=bill.served,
+                                              unpriced=bill.unpriced)
         finally:
             self.ended(bill)
 

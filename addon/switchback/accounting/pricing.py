@@ -47,8 +47,8 @@ class Pricing:
         if price is not None:
             return price.cost(usage)
         prices = _prices(base_url, model, int(time.time() // PRICES_CHECKED))
-        if prices is None:
-            return None
+        if prices is None or isinstance(prices, Price):
+            return None if prices is None else prices.cost(usage)
         from genai_prices.types import Usage as PricesUsage
 
         # genai-prices counts cache reads inside input_tokens, as OpenAI does.
@@ -63,7 +63,25 @@ def _prices(base_url: str, model: str, hour: int) -> Any:
     """A model's prices this hour: the data dates price changes, and finding
     the prices in force costs more than using them."""
     found = _model(base_url, model)
-    return None if found is None else found.get_prices(datetime.now(timezone.utc))
+    if found is None:
+        return None
+    prices = found.get_prices(datetime.now(timezone.utc))
+    return _flat(prices) or prices
+
+
+def _flat(prices: Any) -> Price | None:
+    """genai-prices' prices as a `Price` when that is all they are — a rate
+    per million for input, cached input and output, no tiers and no price
+    per request — which prices a call in a microsecond; else None."""
+    from decimal import Decimal
+
+    rates = (prices.input_mtok, prices.output_mtok, prices.cache_read_mtok)
+    if prices.requests_kcount is not None or not all(
+            isinstance(rate, Decimal) for rate in rates[:2]) \
+            or not isinstance(rates[2], (Decimal, type(None))):
+        return None
+    return Price(float(rates[0]), float(rates[1]),
+                 None if rates[2] is None else float(rates[2]))
 
 
 @lru_cache(maxsize=1024)

@@ -8,6 +8,8 @@ spent thinking. Pure.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,28 @@ def parse_usage(protocol: Protocol, usage: Any, model: Any = None) -> Usage | No
     return Usage(_count(usage.get("input_tokens")), _count(usage.get("output_tokens")),
                  _detail(usage, "input_tokens_details", "cached_tokens"),
                  _detail(usage, "output_tokens_details", "reasoning_tokens"), model=model)
+
+
+_USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]*)"')  # an answer names its model first
+_DECODER = json.JSONDecoder()
+
+
+def body_usage(protocol: Protocol, body: bytes) -> Usage | None:
+    """The usage in a whole answer's bytes, parsing only its usage object
+    (a raw `"usage": {` is structure: inside a string its quotes are escaped)."""
+    found = None
+    for found in _USAGE_KEY.finditer(body):
+        pass  # the last one: the answer's own usage comes after its content
+    if found is None:
+        return None
+    try:
+        usage, _ = _DECODER.raw_decode(body[found.end() - 1:].decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+    model = _MODEL.search(body)
+    return parse_usage(protocol, usage, model.group(1).decode("utf-8", "replace") if model
+                       else None)
 
 
 def answer_usage(protocol: Protocol, answer: Any) -> Usage | None:

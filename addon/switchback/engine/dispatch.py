@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..accounting.usage import Usage, answer_usage
+from ..accounting.usage import Usage, body_usage
 from ..config import Config
 from ..health.exhaustion import JSON, Failure, exhausted_answer
 from ..health.hints import Hints, parse_hints
@@ -313,11 +313,9 @@ class Dispatcher:
         if verdict.action is Action.DELIVER:
             self._served(ctx, candidate, record, verdict.hints)
             answer = self._whole_answer(bridge, outcome, own_call(call, candidate))
-            upstream_answer = loads(outcome.body)
-            ctx.usage = answer_usage(candidate.protocol, upstream_answer)
-            if call.protocol is Protocol.RESPONSES:  # the answer as the client got it
-                self._record(ctx, candidate, upstream_answer if answer.body is outcome.body
-                             else loads(answer.body))
+            ctx.usage = body_usage(candidate.protocol, outcome.body)
+            if call.protocol is Protocol.RESPONSES:
+                self._record(ctx, candidate, loads(answer.body))
             return answer
         if verdict.action is Action.PASS_THROUGH:
             if bridge.hides_usage and outcome.status in (400, 422) \
