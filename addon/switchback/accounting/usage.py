@@ -73,9 +73,8 @@ _DECODER = json.JSONDecoder()
 def body_usage(protocol: Protocol, body: bytes) -> Usage | None:
     """The usage in a whole answer's bytes, parsing only its usage object
     (a raw `"usage": {` is structure: inside a string its quotes are escaped)."""
-    found = None
-    for found in _USAGE_KEY.finditer(body):
-        pass  # the last one: the answer's own usage comes after its content
+    # The last one: the answer's own usage comes after its content.
+    found = _USAGE_KEY.match(body, max(body.rfind(b'"usage"'), 0))
     if found is None:
         return None
     try:
