@@ -526,7 +526,7 @@ def call_trace(call: LlmCall, result: Result, bill: Bill, started: float,
             cooldown_scope=a.scope.value if a.scope else None,
             switched_to=a.switched_to.value if a.switched_to else None)
             for a in result.attempts),
-        error_type=result.outcome.value.replace(" ", "_") if failed else None)
+        error_type=result.outcome.name.lower() if failed else None)
 
 
 def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int

@@ -26,7 +26,7 @@ from ..engine.delivery import Committed
 from ..recognise import LlmCall, fingerprint
 from ..vocabulary import CallOutcome
 from .budgets import Amount, Budget, Refusal, budgets_for
-from .estimate import worst_case
+from .estimate import tokens_of_bytes, worst_case
 from .ledger import Hold, Ledger
 from .pricing import Pricing
 from .usage import Usage
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 HOLD_TTL = 60.0  # seconds a hold outlives its call's last sign of life
 DEFAULT_OUTPUT_TOKENS = 4096  # held for a call that sets no output limit
-BYTES_PER_TOKEN = 4  # of an answer without usage: an estimate of its output
 
 
 def principal_of(proxy_user: str | None, credential: str | None) -> str:
@@ -209,7 +208,7 @@ class Charge:
             reported, delivered = stream.meter.usage, stream.meter.delivered()
         else:
             body = getattr(result.delivery, "body", b"")
-            reported, delivered = result.usage, -(-len(body) // BYTES_PER_TOKEN)
+            reported, delivered = result.usage, tokens_of_bytes(len(body))
         if reported is not None:
             return reported
         worst = self.worst or worst_case(self.call.body, self.accounts.default_output)

@@ -65,7 +65,7 @@ def parse_usage(protocol: Protocol, usage: Any, model: Any = None) -> Usage | No
                  _detail(usage, "output_tokens_details", "reasoning_tokens"), model=model)
 
 
-_USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')  # raw: inside a string quotes are escaped
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]*)"')  # an answer names its model first
 _DECODER = json.JSONDecoder()
 
@@ -74,7 +74,7 @@ def body_usage(protocol: Protocol, body: bytes) -> Usage | None:
     """The usage in a whole answer's bytes, parsing only its usage object
     (a raw `"usage": {` is structure: inside a string its quotes are escaped)."""
     # The last one: the answer's own usage comes after its content.
-    found = _USAGE_KEY.match(body, max(body.rfind(b'"usage"'), 0))
+    found = USAGE_OBJECT.match(body, max(body.rfind(b'"usage"'), 0))
     if found is None:
         return None
     try:

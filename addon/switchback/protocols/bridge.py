@@ -66,10 +66,7 @@ class Bridge:
             if model == self.request.get("model"):
                 return self.raw if asked else _with_usage(self.raw)
             body = {**self.request, "model": model}
-            if not asked:
-                body["stream_options"] = {**(body.get("stream_options") or {}),
-                                          "include_usage": True}
-            return json.dumps(body).encode()
+            return json.dumps(body if asked else _asking_usage(body)).encode()
         if self.client is Protocol.RESPONSES:
             if previous := self.request.get("previous_response_id"):
                 raise UnknownResponseId(previous)
@@ -122,6 +119,10 @@ def _with_usage(raw: bytes) -> bytes:
     if b'"stream_options"' not in raw and raw.lstrip()[:1] == b"{":  # UTF-8, not UTF-16/32
         start = raw.index(b"{") + 1
         return raw[:start] + _ASK_USAGE + raw[start:]
-    body = loads(raw)
-    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    return json.dumps(body).encode()
+    return json.dumps(_asking_usage(loads(raw))).encode()
+
+
+def _asking_usage(body: dict) -> dict:
+    """`body` with `stream_options.include_usage` set, its other options kept."""
+    return {**body, "stream_options": {**(body.get("stream_options") or {}),
+                                       "include_usage": True}}

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import re
 
-from ..accounting.usage import Usage, answer_usage, parse_usage
+from ..accounting.estimate import tokens_of_bytes
+from ..accounting.usage import USAGE_OBJECT, Usage, answer_usage, parse_usage
 from ..vocabulary import Protocol
 from .kinds import RESPONSES_TERMINAL, event_type
 from .shapers import StreamShaper
 from .sse import Event
 
-_USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null\b|"usage"\s*:\s*null\s*,')
 # The answer's own text in an upstream event: deltas, tool arguments, refusals, reasoning.
 _TEXT = {Protocol.CHAT: re.compile(rb'"(?:content|arguments|refusal|reasoning_content|reasoning)"'
                                    rb'\s*:\s*"((?:[^"\\]|\\.)*)"'),
          Protocol.RESPONSES: re.compile(rb'"delta"\s*:\s*"((?:[^"\\]|\\.)*)"')}
-BYTES_PER_TOKEN = 4  # of English text, roughly: an estimate only when no usage came
 
 
 class Metered:
@@ -51,7 +50,7 @@ class Metered:
             self.text_bytes += len(text)
         if b'"usage"' not in raw:
             return self.inner.feed(event)
-        if _USAGE.search(raw) and self._read_usage(event) and self.hide_usage:
+        if USAGE_OBJECT.search(raw) and self._read_usage(event) and self.hide_usage:
             return b""  # the usage chunk Switchback asked for: not the client's
         out = self.inner.feed(event)
         return _NULL_USAGE.sub(b"", out) if self.hide_usage else out
@@ -64,7 +63,7 @@ class Metered:
 
     def delivered(self) -> int:
         """Output tokens delivered so far, estimated from their text."""
-        return -(-self.text_bytes // BYTES_PER_TOKEN)
+        return tokens_of_bytes(self.text_bytes)
 
     def _read_usage(self, event: Event) -> bool:
         """Take the usage an event reports; True for a chat usage-only chunk."""
