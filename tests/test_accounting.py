@@ -9,12 +9,12 @@ import math
 import pytest
 
 from switchback.accounting.budgets import Amount, Budget, Period, Unit
-from switchback.accounting.charge import (ANONYMOUS, Accounts, Bill, BudgetExceeded,
+from switchback.engine.charge import (ANONYMOUS, Accounts, Bill, BudgetExceeded,
                                           principal_of)
 from switchback.accounting.estimate import input_tokens, output_tokens, text_tokens, worst_case
-from switchback.accounting.ledger import MemoryLedger
+from switchback.state.ledger import MemoryLedger
 from switchback.accounting.pricing import Price, Pricing
-from switchback.accounting.usage import Usage, answer_usage, body_usage, parse_usage
+from switchback.protocols.usage import Usage, answer_usage, body_usage, parse_usage
 from switchback.config import ConfigError, parse_config
 from switchback.engine.delivery import Committed
 from switchback.engine.dispatch import Answer, Result

@@ -20,16 +20,18 @@ from hypothesis import strategies as st
 from support.fakeprovider import chat_events, sse_bytes
 from support.loopserver import LoopServer, Script, Seen
 from switchback.accounting.budgets import Amount
-from switchback.accounting.charge import Accounts, Bill, BudgetExceeded
-from switchback.accounting.ledger import MemoryLedger
+from switchback.engine.charge import Accounts, Bill, BudgetExceeded
+from switchback.state.ledger import MemoryLedger
 from switchback.accounting.pricing import Pricing
-from switchback.accounting.usage import Usage
+from switchback.protocols.usage import Usage
 from switchback.config import parse_config
 from switchback.engine.delivery import Committed
 from switchback.engine.dispatch import Dispatcher
 from switchback.engine.upstream import Upstream
-from switchback.health.state import Conversations, Health, ProtocolMemory
-from switchback.health.stores import Stores
+from switchback.state.conversations import Conversations
+from switchback.state.cooldowns import Health
+from switchback.state.protocol_memory import ProtocolMemory
+from switchback.state.stores import Stores
 from switchback.providers import ProviderTable
 from switchback.recognise import recognise
 

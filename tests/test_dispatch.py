@@ -13,14 +13,16 @@ import pytest
 
 from support.loopserver import LoopServer, Script, Seen
 from support.fakeprovider import chat_events, response_events, sse_bytes
-from switchback.accounting.usage import Usage
+from switchback.protocols.usage import Usage
 from switchback.config import parse_config
 from switchback.engine.delivery import Committed, deliver
 from switchback.engine.gate import Head
 from switchback.engine.dispatch import Answer, Dispatcher, Result
 from switchback.engine.upstream import Upstream
-from switchback.health.state import Conversations, Health, ProtocolMemory, key_scope
-from switchback.health.stores import Stores
+from switchback.state.conversations import Conversations
+from switchback.state.cooldowns import Health, key_scope
+from switchback.state.protocol_memory import ProtocolMemory
+from switchback.state.stores import Stores
 from switchback.protocols import sse
 from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
 from switchback.protocols.sse import EventTooLarge, SseParser

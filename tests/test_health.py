@@ -9,9 +9,10 @@ import pytest
 
 from switchback.health.cooldown import CooldownPolicy
 from switchback.health.hints import Hints
-from switchback.health.state import (Conversations, Health, ProtocolMemory, key_scope,
-                                     model_scope)
-from switchback.health.stores import MemoryStore, Stores
+from switchback.state.conversations import Conversations
+from switchback.state.cooldowns import Health, key_scope, model_scope
+from switchback.state.protocol_memory import ProtocolMemory
+from switchback.state.stores import MemoryStore, Stores
 from switchback.health.verdict import Action, Cooldown, Scope, Verdict
 from switchback.protocols.history import Turn
 from switchback.vocabulary import Protocol, Reason

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from support.redisserver import RedisServer
 from switchback.accounting.budgets import Account, Amount, Budget, Period, Refusal, Unit
-from switchback.accounting.ledger import KEEP, Hold, Ledger, MemoryLedger, RedisLedger
+from switchback.state.ledger import KEEP, Hold, Ledger, MemoryLedger, RedisLedger
 
 T0 = datetime(2026, 11, 30, 10, tzinfo=UTC).timestamp()  # a Monday, 10:00 UTC
 DAY_START = datetime(2026, 11, 30, tzinfo=UTC).timestamp()
@@ -421,7 +421,7 @@ def test_without_redis_budgets_are_enforced_locally_and_redis_is_tried_again(
             shared = await held(ledger, Amount(0.2, 0), (DAY_USD,))
             assert not shared.local
             server.stop()
-            with caplog.at_level(logging.WARNING, logger="switchback.accounting.ledger"):
+            with caplog.at_level(logging.WARNING, logger="switchback.state.ledger"):
                 first = await held(ledger, Amount(0.4, 0), (DAY_USD,))
                 second = await held(ledger, Amount(0.4, 0), (DAY_USD,))
                 refusal = await ledger.reserve("team-a", (DAY_USD,), Amount(0.4, 0), 60)
@@ -434,7 +434,7 @@ def test_without_redis_budgets_are_enforced_locally_and_redis_is_tried_again(
             assert local.spent.usd == pytest.approx(0.3)
             assert local.reserved.usd == pytest.approx(0.4)
             assert (local.calls, local.refused) == (1, 1)
-            warnings = [r for r in caplog.records if r.name == "switchback.accounting.ledger"]
+            warnings = [r for r in caplog.records if r.name == "switchback.state.ledger"]
             assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
             assert warnings[0].getMessage().startswith("switchback: ")
             server.start()

@@ -14,9 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from support.redisserver import RedisServer
-from switchback.health.shared import Link, shared_stores
-from switchback.health.state import Cooling, Health, key_scope
-from switchback.health.stores import Stores
+from switchback.state.link import Link, shared_stores
+from switchback.health.cooldown import Cooling
+from switchback.state.cooldowns import Health, key_scope
+from switchback.state.stores import Stores
 from switchback.vocabulary import Reason
 
 KEY = key_scope("p", "#abc123")
@@ -180,6 +181,6 @@ def test_a_reset_on_one_replica_clears_them_all(redis_server, request):
 
 def test_the_later_cooldown_wins_when_replicas_disagree():
     later, sooner = Cooling(2000.0, Reason.QUOTA), Cooling(1000.0, Reason.RATE_LIMIT)
-    from switchback.health.shared import CODECS
+    from switchback.state.link import CODECS
     newer = CODECS["cooldowns"].newer
     assert newer(sooner, later) is later and newer(later, sooner) is later

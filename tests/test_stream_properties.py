@@ -23,14 +23,16 @@ from hypothesis import strategies as st
 from support.fakeprovider import (chat_events, chat_tool_events, compressor, response_events,
                                   response_tool_events, sse)
 from support.loopserver import LoopServer, Script
-from switchback.accounting.usage import Usage
+from switchback.protocols.usage import Usage
 from switchback.config import parse_config
 from switchback.engine.delivery import Committed, deliver, first_bytes
 from switchback.engine.dispatch import Dispatcher
 from switchback.engine.gate import Head, read_head
 from switchback.engine.upstream import Upstream
-from switchback.health.state import Conversations, Health, ProtocolMemory
-from switchback.health.stores import Stores
+from switchback.state.conversations import Conversations
+from switchback.state.cooldowns import Health
+from switchback.state.protocol_memory import ProtocolMemory
+from switchback.state.stores import Stores
 from switchback.protocols.bridge import Bridge
 from switchback.protocols.sse import SseParser
 from switchback.providers import ProviderTable

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from mitmproxy import command, connection, ctx, exceptions, flow, http, log, tls
 
-from .accounting.charge import Accounts, Bill, BudgetExceeded, principal_of
-from .accounting.ledger import Ledger, MemoryLedger, RedisLedger
+from .engine.charge import Accounts, Bill, BudgetExceeded, principal_of
+from .state.ledger import Ledger, MemoryLedger, RedisLedger
 from .accounting.pricing import Pricing
 from .config import Config, ConfigError, load_config
 from .engine.delivery import Committed
@@ -27,9 +27,11 @@ from .engine.dispatch import Answer, AttemptRecord, Dispatcher, Result
 from .engine.headers import masked
 from .engine.relay import Relay
 from .engine.upstream import UPSTREAM_OPTIONS, Upstream
-from .health.state import Conversations, Health, ProtocolMemory
-from .health.shared import Link, shared_stores
-from .health.stores import MemoryStore, Stores
+from .state.conversations import Conversations
+from .state.cooldowns import Health
+from .state.protocol_memory import ProtocolMemory
+from .state.link import Link, shared_stores
+from .state.stores import MemoryStore, Stores
 from .metrics import Metrics
 from .providers import ProviderTable
 from .recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, read_call

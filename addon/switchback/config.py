@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from .accounting.budgets import Budget, Unit, parse_period
-from .accounting.charge import DEFAULT_OUTPUT_TOKENS
+from .accounting.estimate import DEFAULT_OUTPUT_TOKENS
 from .accounting.pricing import Price
 from .health.cooldown import CooldownPolicy
-from .health.stores import DEFAULT_CONVERSATION_BYTES
+from .state.stores import DEFAULT_CONVERSATION_BYTES
 from .providers import BUILTIN, Provider
 from .vocabulary import AUTO, PROVIDER_PROTOCOLS
 

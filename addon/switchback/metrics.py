@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from .accounting.charge import Bill
+    from .engine.charge import Bill
     from .engine.dispatch import Result
 
 MAX_MODELS = 500  # (provider, model) series of the usage metrics; later ones count as…

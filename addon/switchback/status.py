@@ -20,7 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .health.state import Health, ProtocolMemory
+from .state.cooldowns import Health
+from .state.protocol_memory import ProtocolMemory
 from .metrics import Metrics
 from .providers import ProviderTable
 from .recognise import fingerprint

@@ -1,1 +1,2 @@
-"""Accounting: what calls use and cost, and the budgets that hold them back."""
+"""Accounting as policy: worst-case estimates, prices and budgets. Pure: the
+figures live in `state.ledger`, and a call's charge in `engine.charge`."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .usage import Usage
+from ..protocols.usage import Usage
 
 IMAGE_TOKENS = 1_500  # an inline image or file (a data: URL): a high-detail image's worth
 MESSAGE_TOKENS = 4  # each message's framing
 OUTPUT_LIMITS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
 MAX_OUTPUT = 10_000_000  # no model writes more in one answer; a larger limit is no limit
-BYTES_PER_TOKEN = 4  # of English answer text, roughly
+DEFAULT_OUTPUT_TOKENS = 4096  # held for a call that sets no output limit
 
 
 def text_tokens(text: str) -> int:
@@ -40,12 +40,6 @@ def input_tokens(body: Any) -> int:
         elif isinstance(value, list):
             stack.extend(value)
     return tokens
-
-
-def tokens_of_bytes(size: int) -> int:
-    """Output tokens in `size` bytes of answer text: for an answer whose
-    usage never came."""
-    return -(-size // BYTES_PER_TOKEN)
 
 
 def output_tokens(body: dict, default: int) -> int:

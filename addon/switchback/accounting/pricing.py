@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from .usage import Usage
+from ..protocols.usage import Usage
 
 MILLION = 1_000_000
 PRICES_CHECKED = 3600  # seconds: how often the prices in force are looked up again

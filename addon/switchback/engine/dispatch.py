@@ -18,11 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..accounting.usage import Usage, body_usage
+from ..protocols.usage import Usage, body_usage
 from ..config import Config
 from ..health.exhaustion import JSON, Failure, exhausted_answer
 from ..health.hints import Hints, parse_hints
-from ..health.state import Conversations, Cooling, Health, ProtocolMemory, key_scope, model_scope
+from ..state.conversations import Conversations
+from ..health.cooldown import Cooling
+from ..state.cooldowns import Health, key_scope, model_scope
+from ..state.protocol_memory import ProtocolMemory
 from ..health.verdict import Action, Outcome, Scope, Verdict, error_info, judge
 from ..plan import Candidate, plan
 from ..jsonsafe import loads

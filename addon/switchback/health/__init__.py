@@ -1,2 +1,3 @@
-"""Provider health: rate-limit hints, verdicts on answers, cooldown policy,
-the state that remembers them, and the answer when everything is spent."""
+"""Provider health as policy: rate-limit hints, verdicts on answers, the
+cooldown policy, and the answer when everything is spent. Pure: the memory
+of it is in `state`."""

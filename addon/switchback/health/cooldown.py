@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..vocabulary import Reason
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """A scope that must not be used until `until` (epoch seconds)."""
+
+    until: float
+    reason: Reason
+    no_retry: bool = False
+
 
 @dataclass(frozen=True)
 class Strikes:

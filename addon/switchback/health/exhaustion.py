@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..vocabulary import Reason
-from .state import Cooling
+from .cooldown import Cooling
 from .verdict import Outcome, Verdict, error_info
 
 RETRY_AFTER_CAP = 60.0  # SDKs ignore longer retry-after values and guess instead

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 
-from ..accounting.estimate import tokens_of_bytes
-from ..accounting.usage import USAGE_OBJECT, Usage, answer_usage, parse_usage
 from ..vocabulary import Protocol
 from .kinds import RESPONSES_TERMINAL, event_type
 from .shapers import StreamShaper
 from .sse import Event
+from .usage import USAGE_OBJECT, Usage, answer_usage, parse_usage, tokens_of_bytes
 
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null\b|"usage"\s*:\s*null\s*,')
 # The answer's own text in an upstream event: deltas, tool arguments, refusals, reasoning.

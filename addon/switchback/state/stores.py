@@ -1,4 +1,4 @@
-"""Where health state lives: one store per kind, each with its own bound.
+"""Where learned state lives: one store per kind, each with its own bound.
 
 Kinds of state differ in what losing an entry costs. An active cooldown
 must never be pushed out by churn elsewhere (a key told to wait ten

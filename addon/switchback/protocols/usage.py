@@ -15,6 +15,8 @@ from typing import Any
 
 from ..vocabulary import Protocol
 
+BYTES_PER_TOKEN = 4  # of English answer text, roughly
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -92,3 +94,9 @@ def answer_usage(protocol: Protocol, answer: Any) -> Usage | None:
     if not isinstance(answer, dict):
         return None
     return parse_usage(protocol, answer.get("usage"), answer.get("model"))
+
+
+def tokens_of_bytes(size: int) -> int:
+    """Output tokens in `size` bytes of answer text: for an answer whose
+    usage never came."""
+    return -(-size // BYTES_PER_TOKEN)

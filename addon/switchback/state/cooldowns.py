@@ -1,9 +1,9 @@
-"""Health state: cooldowns per (provider, key) and per (provider, model),
-the protocol that serves where the client's own endpoint is missing, and
-the Responses conversations Switchback carries.
+"""Cooldowns per (provider, key) and per (provider, model), with the
+failure strikes behind their backoff and when each key was last used.
 
-Callers speak to these classes; they speak to `Store`s (see `stores`), one
-per kind of state. Keys here are fingerprints, never secrets.
+The policy (how long) is pure and lives in `health.cooldown`; this is the
+memory of it, kept in `Store`s, one per kind. Keys are fingerprints,
+provider and model names, never secrets.
 """
 
 from __future__ import annotations
@@ -11,25 +11,15 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from ..protocols.history import Turn
-from ..vocabulary import Protocol, Reason
-from .cooldown import CooldownPolicy, Strikes
+from ..health.cooldown import Cooling, CooldownPolicy, Strikes
+from ..health.verdict import Scope, Verdict
+from ..vocabulary import Reason
 from .stores import Store
-from .verdict import Scope, Verdict
 
 Clock = Callable[[], float]
 ScopeKey = tuple[str, str, str]  # (kind, provider, key fingerprint or model)
-
-
-@dataclass(frozen=True)
-class Cooling:
-    """A scope that must not be used until `until` (epoch seconds)."""
-
-    until: float
-    reason: Reason
-    no_retry: bool = False
 
 
 def key_scope(provider: str, fingerprint: str) -> ScopeKey:
@@ -114,45 +104,3 @@ class Health:
     def cooldowns(self) -> list[tuple[ScopeKey, Cooling]]:
         now = self.clock()
         return [(k, v) for k, v in self._cooldowns.items() if v.until > now]
-
-
-class ProtocolMemory:
-    """Where a provider's endpoint for the client's protocol is missing: the
-    protocol that served instead, per (provider, model, client protocol).
-    Written only after that provider said "no such endpoint" for it, so a
-    call whose own endpoint works is never translated."""
-
-    def __init__(self, store: Store, ttl: float = 86_400.0) -> None:
-        self.store, self.ttl = store, ttl
-
-    def get(self, provider: str, model: str, client: Protocol) -> Protocol | None:
-        served = self.store.get((provider, model, client.value))
-        return Protocol(served) if served else None
-
-    def put(self, provider: str, model: str, client: Protocol, served: Protocol) -> None:
-        self.store.put((provider, model, client.value), served.value, self.ttl)
-
-    def items(self) -> list[tuple[tuple[str, str, Protocol], Protocol]]:
-        return [((p, m, Protocol(c)), Protocol(s)) for (p, m, c), s in self.store.items()]
-
-
-class Conversations:
-    """The Responses conversations Switchback carries, by response id: the
-    items behind each (so another candidate can be handed the history) and
-    who produced it (so a follow-up goes back there first). Kept as JSON text:
-    its size is what the store's byte bound counts."""
-
-    def __init__(self, turns: Store, affinity: Store, ttl: float = 86_400.0) -> None:
-        self.turns, self.affinity, self.ttl = turns, affinity, ttl
-
-    async def turn(self, response_id: str) -> Turn | None:
-        text = await self.turns.fetch(response_id)
-        return Turn.loads(text) if isinstance(text, str) else None
-
-    async def producer(self, response_id: str) -> str | None:
-        by = await self.affinity.fetch(response_id)
-        return by if isinstance(by, str) and by else None
-
-    def record(self, response_id: str, turn: Turn) -> None:
-        self.turns.put(response_id, turn.dumps(), self.ttl)
-        self.affinity.put(response_id, turn.by, self.ttl)

@@ -36,9 +36,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..health.cooldown import Cooling, Strikes
 from ..vocabulary import Reason
-from .cooldown import Strikes
-from .state import Cooling
 from .stores import MemoryStore, Stores
 
 logger = logging.getLogger(__name__)

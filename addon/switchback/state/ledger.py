@@ -33,7 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .budgets import TOLERANCE, Account, Amount, Budget, Period, Refusal, Unit, admits
+from ..accounting.budgets import TOLERANCE, Account, Amount, Budget, Period, Refusal, Unit, admits
 
 logger = logging.getLogger(__name__)
 KEEP = 86400.0  # accounts outlive their window, and a settled hold's marker its settle, by a day

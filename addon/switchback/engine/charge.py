@@ -22,22 +22,21 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..engine.delivery import Committed
 from ..recognise import LlmCall, fingerprint
 from ..vocabulary import CallOutcome
-from .budgets import Amount, Budget, Refusal, budgets_for
-from .estimate import tokens_of_bytes, worst_case
-from .ledger import Hold, Ledger
-from .pricing import Pricing
-from .usage import Usage
+from ..accounting.budgets import Amount, Budget, Refusal, budgets_for
+from ..accounting.estimate import DEFAULT_OUTPUT_TOKENS, worst_case
+from ..accounting.pricing import Pricing
+from ..protocols.usage import Usage, tokens_of_bytes
+from ..state.ledger import Hold, Ledger
+from .delivery import Committed
 
 if TYPE_CHECKING:
-    from ..engine.dispatch import Result
+    from .dispatch import Result
 
 logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 HOLD_TTL = 60.0  # seconds a hold outlives its call's last sign of life
-DEFAULT_OUTPUT_TOKENS = 4096  # held for a call that sets no output limit
 
 
 def principal_of(proxy_user: str | None, credential: str | None) -> str:
