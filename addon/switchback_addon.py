@@ -9,6 +9,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from switchback.addon import Switchback  # noqa: E402
+from switchback.shell import addons as switchback_addons  # noqa: E402
 
-addons = [Switchback()]
+addons = switchback_addons()

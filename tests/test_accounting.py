@@ -17,7 +17,7 @@ from switchback.accounting.pricing import Price, Pricing
 from switchback.protocols.usage import Usage, answer_usage, body_usage, parse_usage
 from switchback.config import ConfigError, parse_config
 from switchback.engine.delivery import Committed
-from switchback.engine.dispatch import Answer, Result
+from switchback.engine.results import Answer, Result
 from switchback.plan import Candidate
 from switchback.providers import Provider
 from switchback.recognise import LlmCall, fingerprint

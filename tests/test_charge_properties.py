@@ -18,21 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.fakeprovider import chat_events, sse_bytes
+from support.engine import wire
 from support.loopserver import LoopServer, Script, Seen
 from switchback.accounting.budgets import Amount
 from switchback.engine.charge import Accounts, Bill, BudgetExceeded
 from switchback.state.ledger import MemoryLedger
 from switchback.accounting.pricing import Pricing
 from switchback.protocols.usage import Usage
-from switchback.config import parse_config
 from switchback.engine.delivery import Committed
-from switchback.engine.dispatch import Dispatcher
-from switchback.engine.upstream import Upstream
-from switchback.state.conversations import Conversations
-from switchback.state.cooldowns import Health
-from switchback.state.protocol_memory import ProtocolMemory
-from switchback.state.stores import Stores
-from switchback.providers import ProviderTable
 from switchback.recognise import recognise
 
 KEY_ONE, KEY_TWO = "sk-one-0000000000", "sk-two-0000000000"
@@ -92,7 +85,7 @@ def test_no_hold_outlives_its_call_and_spent_is_what_was_billed(batches, limit):
 
 async def run(batches: list[list[tuple[Outcome, bool]]], limit: int) -> None:
     async with LoopServer(answer) as server:
-        config = parse_config(f"""
+        dispatcher = wire(f"""
 providers:
   p: {{base_url: "{server.base_url}", keys: [{KEY_ONE}, {KEY_TWO}]}}
 cooldown: {{max_wait: 0s}}
@@ -100,15 +93,8 @@ pricing:
   m: {{input: {CENTS}, output: {CENTS}}}
 budgets:
   "*": [{{tokens: {limit}, period: day}}, {{usd: 100, period: day}}]
-""", "t.yaml", {})
-        stores = Stores.memory()
-        upstream = Upstream(insecure=False, cafile=None, capath=None, modes=["regular"],
-                            connect_timeout=5)
-        dispatcher = Dispatcher(upstream, config, ProviderTable(config.providers),
-                                Health(stores.cooldowns, stores.strikes, stores.uses,
-                                       config.cooldown),
-                                ProtocolMemory(stores.protocols),
-                                Conversations(stores.conversations, stores.affinity))
+""")
+        config, upstream = dispatcher.config, dispatcher.transport
         ledger = MemoryLedger()
         accounts = Accounts(ledger, Pricing(config.pricing), config.budgets)
         bills: list[tuple[Outcome, bool, Bill]] = []

@@ -230,7 +230,7 @@ def test_addon_path_is_the_entry_script_inside_the_package():
     script = Path(done.stdout.strip())
     assert done.returncode == 0 and script.is_file()
     assert script.parent.parent == Path(cli.__file__).parent  # switchback/entry/…
-    assert "addons = [Switchback()]" in script.read_text()
+    assert "addons = switchback_addons()" in script.read_text()
 
 
 @pytest.mark.parametrize("command", [["env"], ["addon-path"], ["--help"]])

@@ -9,7 +9,8 @@ import pytest
 
 from switchback.config import parse_config
 from switchback.engine.upstream import tls_verify, upstream_proxy
-from switchback.health.verdict import Action, Outcome, Scope, endpoint_missing, error_info, judge
+from switchback.health.errors import read_error
+from switchback.health.verdict import Action, Outcome, Scope, endpoint_missing, judge
 from switchback.plan import plan
 from switchback.protocols.kinds import Signal, classify
 from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
@@ -240,11 +241,11 @@ ENDPOINT_MISSING = [
 
 @pytest.mark.parametrize("status,raw,missing", ENDPOINT_MISSING)
 def test_endpoint_missing(status, raw, missing):
-    assert endpoint_missing(status, error_info(raw)) is missing
+    assert endpoint_missing(status, read_error(raw)) is missing
 
 
-def test_error_info_reads_array_bodies():
-    info = error_info(body([{"error": {"code": 429, "message": "Resource exhausted",
+def test_read_error_reads_array_bodies():
+    info = read_error(body([{"error": {"code": 429, "message": "Resource exhausted",
                                        "status": "RESOURCE_EXHAUSTED"}}]))
     assert info.code == "429" and info.message == "Resource exhausted"
 

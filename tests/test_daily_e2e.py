@@ -14,7 +14,7 @@ from mitmproxy.test import taddons
 
 from support.fakeprovider import CHAT, Reply
 from support.proxy import free_port
-from switchback.addon import Switchback
+from switchback.shell import addons as switchback_addons
 from switchback.vocabulary import Reason
 
 
@@ -109,10 +109,11 @@ def test_intercept_all_option(fakes, proxy, server_cert):
 def test_status_and_reset_commands(tmp_path):
     config = tmp_path / "switchback.yaml"
     config.write_text('providers: {p: {base_url: "https://localhost:9/v1", keys: [sk-x]}}\n')
-    addon = Switchback()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, switchback_config=str(config))
-        addon.health.cool(("key", "p", "#abc"), 30, Reason.RATE_LIMIT)
+    addons = switchback_addons()
+    runtime = addons[0]
+    with taddons.context(*addons) as tctx:
+        tctx.configure(runtime, switchback_config=str(config))
+        runtime.learned.health.cool(("key", "p", "#abc"), 30, Reason.RATE_LIMIT)
         status = json.loads(tctx.master.commands.call("switchback.status"))
         assert status["cooldowns"][0]["reason"] == "rate limit"
         assert "sk-x" not in json.dumps(status)

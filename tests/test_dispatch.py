@@ -14,49 +14,33 @@ import pytest
 from support.loopserver import LoopServer, Script, Seen
 from support.fakeprovider import chat_events, response_events, sse_bytes
 from switchback.protocols.usage import Usage
-from switchback.config import parse_config
 from switchback.engine.delivery import Committed, deliver
 from switchback.engine.gate import Head
-from switchback.engine.dispatch import Answer, Dispatcher, Result
-from switchback.engine.upstream import Upstream
-from switchback.state.conversations import Conversations
-from switchback.state.cooldowns import Health, key_scope
-from switchback.state.protocol_memory import ProtocolMemory
-from switchback.state.stores import Stores
+from switchback.engine.dispatch import Dispatcher
+from switchback.engine.results import Answer, Result
+from switchback.engine.transport import Transport
+from support.engine import Clock, wire
+from switchback.state.cooldowns import key_scope
 from switchback.protocols import sse
 from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
 from switchback.protocols.sse import EventTooLarge, SseParser
-from switchback.providers import ProviderTable
 from switchback.recognise import fingerprint, recognise
 from switchback.vocabulary import CallOutcome, Protocol, Reason
 
 KEY_ONE, KEY_TWO = "sk-key-one-0001", "sk-key-two-0002"
-OPEN: list[Upstream] = []  # upstream clients to close when the test's server stops
+OPEN: list[Transport] = []  # upstream clients to close when the test's server stops
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def dispatcher(server: LoopServer, clock: Clock, extra: str = "") -> Dispatcher:
-    config = parse_config(f"""
+    d = wire(f"""
 providers:
   p: {{base_url: "{server.base_url}", keys: [{KEY_ONE}, {KEY_TWO}]}}
 timeouts: {{first_byte: 1s}}
-{extra}""", "t.yaml", {})
-    stores = Stores.memory(clock)
-    health = Health(stores.cooldowns, stores.strikes, stores.uses, config.cooldown, clock,
-                    rand=lambda: 0.0)
-    upstream = Upstream(insecure=False, cafile=None, capath=None, modes=["regular"],
-                        connect_timeout=5)
-    OPEN.append(upstream)
-    return Dispatcher(upstream, config, ProviderTable(config.providers), health,
-                      ProtocolMemory(stores.protocols), Conversations(stores.conversations, stores.affinity),
-                      clock=clock)
+{extra}""", clock)
+    OPEN.append(d.transport)
+    return d
 
 
 def calling(server: LoopServer, d: Dispatcher, path: str = "/chat/completions",
@@ -124,7 +108,7 @@ def test_success_with_remaining_zero_puts_the_key_aside():
             await run()
         # KEY_ONE emptied its bucket on the first call: the next two go to KEY_TWO, no 429.
         assert [s.key for s in server.seen] == [KEY_ONE, KEY_TWO, KEY_TWO]
-        cooling = d.health.cooling(key_scope("p", fingerprint(KEY_ONE)))
+        cooling = d.learned.health.cooling(key_scope("p", fingerprint(KEY_ONE)))
         assert cooling.reason is Reason.REMAINING_ZERO
     serve(handler, test)
 
@@ -146,7 +130,7 @@ def test_a_429_moves_to_the_next_key_and_exhaustion_says_when_without_the_key():
         assert f"<key {fingerprint(KEY_ONE)}>".encode() in answer.body
         assert all(KEY_ONE.encode() not in a.response_body for a in result.attempts)
         for key in (KEY_ONE, KEY_TWO):
-            assert d.health.cooling(key_scope("p", fingerprint(key))) is not None
+            assert d.learned.health.cooling(key_scope("p", fingerprint(key))) is not None
     serve(handler, test)
 
 

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from support.engine import Clock
 from switchback.health.cooldown import CooldownPolicy
 from switchback.health.hints import Hints
 from switchback.state.conversations import Conversations
@@ -20,12 +21,6 @@ from switchback.vocabulary import Protocol, Reason
 KEY, MODEL = key_scope("p", "#abc"), model_scope("p", "m")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from switchback.health.errors import read_error
 from switchback.health.hints import Hints, parse_duration, parse_hints, parse_reset, parse_retry_after
 
 NOW = 1_750_000_000.0
@@ -294,7 +295,7 @@ def test_exhausted_buckets(headers: dict[str, str], expected: float | None) -> N
     ],
 )
 def test_bodies(payload: bytes, retry_after: float | None, exhausted: float | None, per_day: bool) -> None:
-    hints = parse_hints({}, payload, NOW)
+    hints = parse_hints({}, read_error(payload), NOW)
     assert hints.retry_after == pytest.approx(retry_after)
     assert hints.exhausted_reset == pytest.approx(exhausted)
     assert hints.per_day is per_day
@@ -321,7 +322,7 @@ EXHAUSTED_10S = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-reque
     ],
 )
 def test_largest_hint_wins(headers: dict[str, str], payload: bytes | None, expected: float) -> None:
-    assert parse_hints(headers, payload, NOW).wait == pytest.approx(expected)
+    assert parse_hints(headers, read_error(payload or b""), NOW).wait == pytest.approx(expected)
 
 
 # --- fuzz ----------------------------------------------------------------------
@@ -374,7 +375,8 @@ BODIES = st.none() | st.binary(max_size=200) | JSON.map(body) | SHAPED_BODY
 )
 def test_fuzz_never_raises(headers: dict[str, str], exhausted: dict[str, str], payload: bytes | None,
                            now: float) -> None:
-    hints = parse_hints({**headers, **exhausted}, payload, now)
+    hints = parse_hints({**headers, **exhausted},
+                        read_error(payload) if payload is not None else None, now)
     assert hints.wait is None or (math.isfinite(hints.wait) and hints.wait >= 0)
     assert hints.should_retry in (None, True, False)
 

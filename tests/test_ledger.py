@@ -7,6 +7,7 @@ Time is a fake clock that the tests move: no sleeping, no timing."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,8 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from support.redisserver import RedisServer
+from support.engine import Clock
 from switchback.accounting.budgets import Account, Amount, Budget, Period, Refusal, Unit
 from switchback.state.ledger import KEEP, Hold, Ledger, MemoryLedger, RedisLedger
+from switchback.state.link import Link
 
 T0 = datetime(2026, 11, 30, 10, tzinfo=UTC).timestamp()  # a Monday, 10:00 UTC
 DAY_START = datetime(2026, 11, 30, tzinfo=UTC).timestamp()
@@ -26,15 +29,6 @@ HOUR_TOKENS = Budget("team-a", Unit.TOKENS, 1000, Period("hour"))
 BOTH = (DAY_USD, HOUR_TOKENS)
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Make = Callable[[Clock], Ledger]
@@ -53,13 +47,38 @@ def make(request: pytest.FixtureRequest) -> Make:
     if request.param == "memory":
         return MemoryLedger
     url, prefix = request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex}"
-    return lambda clock: RedisLedger(url, prefix, clock)
+    return lambda clock: linked(url, prefix, clock)
+
+
+class Linked(RedisLedger):
+    """A RedisLedger on a link of its own, as each replica has one."""
+
+    async def close(self) -> None:
+        await super().close()
+        await self.link.stop()
+
+
+async def linked(url: str, prefix: str, clock: Clock) -> Linked:
+    link = Link(url, prefix, clock)
+    await link.start()
+    return Linked(link, clock)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) for the link to see what happened to Redis."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the link never saw it")
 
 
 def play(make: Make, scenario: Scenario) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(T0)
         ledger = make(clock)
+        if inspect.isawaitable(ledger):
+            ledger = await ledger
         try:
             await scenario(ledger, clock)
         finally:
@@ -329,9 +348,9 @@ def test_clear_forgets_everything(make: Make) -> None:
 # What only Redis has
 
 
-def redis_replicas(url: str, clock: Clock, count: int = 2) -> list[RedisLedger]:
+async def redis_replicas(url: str, clock: Clock, count: int = 2) -> list[RedisLedger]:
     prefix = f"test-{uuid.uuid4().hex}"
-    return [RedisLedger(url, prefix, clock) for _ in range(count)]
+    return [await linked(url, prefix, clock) for _ in range(count)]
 
 
 @pytest.mark.parametrize(("budget", "estimate", "admitted"), [
@@ -341,8 +360,8 @@ def redis_replicas(url: str, clock: Clock, count: int = 2) -> list[RedisLedger]:
 def test_replicas_admit_exactly_what_the_budget_allows_between_them(
         redis_url: str, budget: Budget, estimate: Amount, admitted: int) -> None:
     async def go() -> None:
-        clock = Clock()
-        a, b = redis_replicas(redis_url, clock)
+        clock = Clock(T0)
+        a, b = await redis_replicas(redis_url, clock)
         try:
             answers = await asyncio.gather(*(
                 (a if i % 2 else b).reserve("team-a", (budget,), estimate, 60)
@@ -368,8 +387,8 @@ def test_principal_names_with_any_characters_keep_apart(redis_url: str) -> None:
     names = ["team:a b", "team", "team:a", "team a", "{team}", "*", "tëam:ü", "a:b:c d"]
 
     async def go() -> None:
-        clock = Clock()
-        ledger, reader = redis_replicas(redis_url, clock)
+        clock = Clock(T0)
+        ledger, reader = await redis_replicas(redis_url, clock)
         try:
             for n, name in enumerate(names, start=1):
                 hold = await held(ledger, Amount(0.0, n), (HOUR_TOKENS,), principal=name)
@@ -392,9 +411,9 @@ def test_principal_names_with_any_characters_keep_apart(redis_url: str) -> None:
 
 def test_every_key_expires_a_day_after_its_window(redis_url: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(T0)
         prefix = f"test-{uuid.uuid4().hex}"
-        ledger = RedisLedger(redis_url, prefix, clock)
+        ledger = await linked(redis_url, prefix, clock)
         raw = aioredis.from_url(redis_url, decode_responses=True)
         try:
             await held(ledger, Amount(0.1, 10))
@@ -415,8 +434,8 @@ def test_every_key_expires_a_day_after_its_window(redis_url: str) -> None:
 def test_without_redis_budgets_are_enforced_locally_and_redis_is_tried_again(
         tmp_path, caplog: pytest.LogCaptureFixture) -> None:
     async def go(server: RedisServer) -> None:
-        clock = Clock()
-        ledger = RedisLedger(server.url, "test", clock)
+        clock = Clock(T0)
+        ledger = await linked(server.url, "test", clock)
         try:
             shared = await held(ledger, Amount(0.2, 0), (DAY_USD,))
             assert not shared.local
@@ -437,7 +456,9 @@ def test_without_redis_budgets_are_enforced_locally_and_redis_is_tried_again(
             warnings = [r for r in caplog.records if r.name == "switchback.state.ledger"]
             assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
             assert warnings[0].getMessage().startswith("switchback: ")
+            await until(lambda: not ledger.link.healthy)  # the link saw Redis go
             server.start()
+            await until(lambda: ledger.link.healthy)  # ... and come back
             back = await held(ledger, Amount(0.7, 0), (DAY_USD,))
             assert not back.local  # Redis again (a fresh one: it kept nothing)
             figures = await account(ledger, "team-a", DAY_USD)
@@ -455,8 +476,8 @@ def test_a_prefix_with_pattern_characters_sees_only_its_own_keys(redis_url: str)
     base = uuid.uuid4().hex
 
     async def go() -> None:
-        clock = Clock()
-        starred, plain = RedisLedger(redis_url, f"{base}*", clock), RedisLedger(
+        clock = Clock(T0)
+        starred, plain = await linked(redis_url, f"{base}*", clock), await linked(
             redis_url, f"{base}x", clock)
         try:
             await held(plain, Amount(0.5, 500))
@@ -473,7 +494,7 @@ def test_a_settle_redis_missed_is_booked_once_it_answers_again(tmp_path) -> None
     """Money spent while Redis did not answer is not lost: the settle is sent
     again (it is idempotent there) once Redis answers."""
     async def go(server: RedisServer) -> None:
-        ledger = RedisLedger(server.url, f"test-{uuid.uuid4().hex}", Clock())
+        ledger = await linked(server.url, f"test-{uuid.uuid4().hex}", Clock(T0))
         raw = aioredis.from_url(server.url, decode_responses=True)
         try:
             hold = await held(ledger, Amount(0.5, 0), (DAY_USD,))
@@ -502,16 +523,14 @@ def test_while_the_shared_state_is_known_away_nothing_waits_on_redis(tmp_path) -
     """With the state link's breaker open, reserves go local at once and a
     settle waits for the link, then reaches Redis."""
     async def go(server: RedisServer) -> None:
-        away = [False]
-        ledger = RedisLedger(server.url, f"test-{uuid.uuid4().hex}", Clock(),
-                             available=lambda: not away[0])
+        ledger = await linked(server.url, f"test-{uuid.uuid4().hex}", Clock(T0))
         try:
             shared = await held(ledger, Amount(0.5, 0), (DAY_USD,))
-            away[0] = True
+            ledger.link.healthy = False  # the breaker as the link opens it
             local = await held(ledger, Amount(0.1, 0), (DAY_USD,))
             assert local.local and not shared.local
             await ledger.settle(shared, Amount(0.25, 0), served=True, unpriced=False)
-            away[0] = False
+            ledger.link.healthy = True
             await held(ledger, Amount(0.1, 0), (DAY_USD,))
             for _ in range(100):  # bounded: the resend runs in the background
                 figures = await account(ledger, "team-a", DAY_USD)

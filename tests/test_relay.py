@@ -60,6 +60,7 @@ async def eventually(condition, seconds: float = 2.0) -> None:
         if condition():
             return
         await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {seconds}s")
 
 
 def run(test) -> None:

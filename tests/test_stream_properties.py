@@ -22,20 +22,13 @@ from hypothesis import strategies as st
 
 from support.fakeprovider import (chat_events, chat_tool_events, compressor, response_events,
                                   response_tool_events, sse)
+from support.engine import wire
 from support.loopserver import LoopServer, Script
 from switchback.protocols.usage import Usage
-from switchback.config import parse_config
 from switchback.engine.delivery import Committed, deliver, first_bytes
-from switchback.engine.dispatch import Dispatcher
 from switchback.engine.gate import Head, read_head
-from switchback.engine.upstream import Upstream
-from switchback.state.conversations import Conversations
-from switchback.state.cooldowns import Health
-from switchback.state.protocol_memory import ProtocolMemory
-from switchback.state.stores import Stores
 from switchback.protocols.bridge import Bridge
 from switchback.protocols.sse import SseParser
-from switchback.providers import ProviderTable
 from switchback.recognise import recognise
 from switchback.vocabulary import Protocol
 
@@ -189,14 +182,8 @@ def test_compressed_streams_arrive_byte_identical_through_the_engine(data, proto
 
     async def go() -> bytes:
         async with LoopServer(lambda seen: Script.sse(pieces, pause=0.0005, **headers)) as server:
-            config = parse_config(f'providers: {{p: {{base_url: "{server.base_url}"}}}}\n',
-                                  "t.yaml", {})
-            stores = Stores.memory()
-            upstream = Upstream(insecure=False, cafile=None, capath=None, modes=["regular"],
-                                connect_timeout=5)
-            d = Dispatcher(upstream, config, ProviderTable(config.providers),
-                           Health(stores.cooldowns, stores.strikes, stores.uses),
-                           ProtocolMemory(stores.protocols), Conversations(stores.conversations, stores.affinity))
+            d = wire(f'providers: {{p: {{base_url: "{server.base_url}"}}}}\n')
+            upstream = d.transport
             body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
                     **({"input": "x"} if protocol is RESPONSES else {"messages": []})}
             call = recognise("POST", f"{server.base_url}{protocol.path}", [],

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from support.proxy import free_port
 from support.threaded import ServedInThread
-from switchback.tracing import AttemptTrace, CallTrace, Tracing
+from switchback.shell.tracing import AttemptTrace, CallTrace, Tracing
 
 ADDON = Path(__file__).resolve().parent.parent / "addon"
 T0 = 1_700_000_000.25  # exactly representable, so the ns values below are exact
@@ -228,7 +228,7 @@ def test_works_without_opentelemetry() -> None:
         import logging, sys
         sys.modules["opentelemetry"] = None  # a fresh interpreter: every import of it fails
         logging.basicConfig(format="%(levelname)s %(message)s")
-        from switchback.tracing import CallTrace, Tracing
+        from switchback.shell.tracing import CallTrace, Tracing
         tracing = Tracing()
         tracing.record(CallTrace("chat", "m", None, "p", 0.0, 1.0, "ok", False, None, None,
                                  None, None, None, None, ()))

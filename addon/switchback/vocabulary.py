@@ -79,6 +79,13 @@ class Reason(enum.StrEnum):
     TIMEOUT = FailureKind.TIMEOUT.value
 
 
+class Quirk(enum.StrEnum):
+    """Something a provider was found to refuse: learned once, remembered, so
+    no later call pays for finding it out again."""
+
+    NO_STREAM_OPTIONS = "refuses stream_options"  # Mistral's 422: usage is estimated there
+
+
 class CallOutcome(enum.StrEnum):
     """How a whole call ended, for the log line and metrics."""
 

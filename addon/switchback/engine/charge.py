@@ -32,7 +32,7 @@ from ..state.ledger import Hold, Ledger
 from .delivery import Committed
 
 if TYPE_CHECKING:
-    from .dispatch import Result
+    from .results import Result
 
 logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"

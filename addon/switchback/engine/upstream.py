@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -104,6 +104,30 @@ async def read_body(response: Response, limit: int | None) -> bytes:
     return bytes(body)
 
 
+class AiohttpReply:
+    """An aiohttp answer as the engine's `transport.Reply`."""
+
+    __slots__ = ("response", "status", "headers")
+
+    def __init__(self, response: Response) -> None:
+        self.response, self.status, self.headers = response, response.status, response.headers
+
+    def is_event_stream(self) -> bool:
+        return is_event_stream(self.response)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return aiter(self.response.content.iter_any())
+
+    async def read(self, limit: int | None) -> bytes:
+        return await read_body(self.response, limit)
+
+    def keep_waiting(self, seconds: float | None) -> None:
+        keep_waiting(self.response, seconds)
+
+    def close(self) -> None:
+        self.response.close()
+
+
 class Upstream:
     """A pooled aiohttp session, made on first use inside the event loop."""
 
@@ -127,7 +151,7 @@ class Upstream:
         )
 
     async def send(self, url: str, headers: Iterable[tuple[str, str]], body: bytes,
-                   read_timeout: float) -> Response:
+                   read_timeout: float) -> AiohttpReply:
         """POST and return once the answer's status and headers are in.
         `read_timeout` bounds every wait for the upstream, from the moment
         the request has been written."""
@@ -139,9 +163,9 @@ class Upstream:
             timeout = self._timeouts[read_timeout] = aiohttp.ClientTimeout(
                 total=None, connect=self._connect_timeout, sock_connect=self._connect_timeout,
                 sock_read=read_timeout)
-        return await self._session.post(url, data=body, headers=list(headers),
-                                        proxy=self._proxy, allow_redirects=False,
-                                        timeout=timeout)
+        return AiohttpReply(await self._session.post(url, data=body, headers=list(headers),
+                                                     proxy=self._proxy, allow_redirects=False,
+                                                     timeout=timeout))
 
     async def aclose(self) -> None:
         if self._session is not None:

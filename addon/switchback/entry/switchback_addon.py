@@ -1,6 +1,6 @@
 """mitmproxy entry script of an installed Switchback:
 `mitmdump -s "$(switchback addon-path)"`."""
 
-from switchback.addon import Switchback
+from switchback.shell import addons as switchback_addons
 
-addons = [Switchback()]
+addons = switchback_addons()

@@ -8,17 +8,16 @@ kept (a 429 stays a 429, never a 500), and learn when to come back:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..protocols.envelope import JSON_TYPE as JSON, error_body
 from ..vocabulary import Reason
 from .cooldown import Cooling
-from .verdict import Outcome, Verdict, error_info
+from .verdict import Outcome, Verdict
 
 RETRY_AFTER_CAP = 60.0  # SDKs ignore longer retry-after values and guess instead
-JSON = ("content-type", "application/json")
 WAIT_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 _TELLING = {reason: rank for rank, reason in enumerate((
     Reason.QUOTA, Reason.KEY_REFUSED, Reason.RATE_LIMIT, Reason.OVERLOADED, Reason.SERVER_ERROR,
@@ -40,10 +39,6 @@ def telling_rank(failure: Failure) -> int:
     return _TELLING.get(failure.verdict.reason, 50)
 
 
-def error_body(message: str, kind: str, code: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
-
-
 def _from_failure(best: Failure) -> tuple[int, list[tuple[str, str]], bytes]:
     verdict, outcome = best.verdict, best.outcome
     rate = verdict.reason in (Reason.RATE_LIMIT, Reason.QUOTA)
@@ -54,7 +49,7 @@ def _from_failure(best: Failure) -> tuple[int, list[tuple[str, str]], bytes]:
         return 504 if verdict.reason is Reason.TIMEOUT else 502, [JSON], \
             error_body(message, "server_error", code)
     if outcome.failure is not None:  # a stream that failed at its head, or was none
-        info = error_info(outcome.body)
+        info = outcome.error
         return 429 if rate else 502, [JSON], error_body(
             info.message or info.code or f"upstream {outcome.failure}",
             "rate_limit_error" if rate else "server_error", code)

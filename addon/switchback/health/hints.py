@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..jsonsafe import loads
+from .errors import ErrorRecord
 
 
 @dataclass(frozen=True)
@@ -145,17 +145,6 @@ def _lower(headers: Mapping[Any, Any]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _errors(body: bytes | None) -> list[dict[str, Any]]:
-    """The error objects of a JSON error body: `{"error": {...}}` or a list of those (Gemini)."""
-    if not body:
-        return []
-    data = loads(body)
-    items = data if isinstance(data, list) else [data]
-    return [
-        e for item in items if isinstance(item, dict) and isinstance(e := item.get("error"), dict)
-    ]
-
-
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
@@ -188,14 +177,14 @@ def _is_per_day(error: dict[str, Any]) -> bool:
     )
 
 
-def parse_hints(headers: Mapping[str, str], body: bytes | None, now: float) -> Hints:
+def parse_hints(headers: Mapping[str, str], error: ErrorRecord | None, now: float) -> Hints:
     """Read every hint we know from one upstream answer (success or error).
 
     OpenRouter repeats its rate-limit headers inside the 429 body at
     `error.metadata.headers`; those are read like real headers.
     """
     h = _lower(headers)
-    errors = _errors(body)
+    errors = error.objects if error is not None else ()
     header_sets = [h] + [
         _lower(embedded)
         for error in errors

@@ -12,10 +12,10 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
 
-from ..jsonsafe import loads
 from ..vocabulary import FailureKind, Reason
+from .errors import ErrorRecord, read_error
 from .hints import Hints, parse_hints
 
 
@@ -52,6 +52,11 @@ class Outcome:
     client_key: bool = False
     detail: str = ""  # for a transport failure: where, and for TLS why and the fix
 
+    @cached_property
+    def error(self) -> ErrorRecord:
+        """The body read as an error, once, for everybody who asks."""
+        return read_error(self.body)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -60,50 +65,6 @@ class Verdict:
     cooldown: Cooldown | None = None
     hints: Hints = Hints()
     no_retry: bool = False  # tell clients not to retry (x-should-retry: false)
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    code: str = ""
-    type: str = ""
-    param: str = ""
-    message: str = ""
-    raw: Any = None  # the parsed body, for checks on its shape
-
-    @property
-    def text(self) -> str:
-        return f"{self.code} {self.type} {self.message}".lower()
-
-
-def _first_error(payload: Any) -> Any:
-    """The error object of a body: `{"error": …}`, a list of those (Gemini), or
-    a Responses `{"response": {"error": …}}`; else the payload itself."""
-    while isinstance(payload, list):
-        payload = payload[0] if payload else None
-    if not isinstance(payload, dict):
-        return payload
-    if "error" in payload and payload["error"] is not None:
-        return payload["error"]
-    if isinstance(payload.get("response"), dict) and payload["response"].get("error"):
-        return payload["response"]["error"]
-    return payload
-
-
-def error_info(body: bytes) -> ErrorInfo:
-    """The code, type, param and message of an error body, whatever its shape."""
-    payload = loads(body) if body.strip() else None
-    if payload is None and body.strip():
-        return ErrorInfo(message=body[:500].decode("utf-8", "replace"))
-    err = _first_error(payload)
-    if isinstance(err, str):
-        return ErrorInfo(message=err, raw=payload)
-    if not isinstance(err, dict):
-        return ErrorInfo(raw=payload)
-    def text(name: str) -> str:
-        value = err.get(name)
-        return value if isinstance(value, str) else ("" if value is None else str(value))
-    message = text("message") or text("detail")
-    return ErrorInfo(text("code") or text("status"), text("type"), text("param"), message, payload)
 
 
 _NOT_FOUND_MESSAGE = re.compile(
@@ -121,7 +82,7 @@ _MODEL_MISSING = re.compile(r"model_not_found|model .*(does not exist|not found)
 _CONTEXT = re.compile(r"context_length_exceeded|context length|maximum context|too many tokens", re.I)
 
 
-def endpoint_missing(status: int, info: ErrorInfo) -> bool:
+def endpoint_missing(status: int, info: ErrorRecord) -> bool:
     """True when the upstream says this endpoint does not exist (PROTOCOLS.md)."""
     if info.code == "model_not_found" or info.param in ("response_id", "previous_response_id"):
         return False
@@ -152,14 +113,14 @@ def judge(outcome: Outcome, now: float) -> Verdict:
             outcome.body[:1] == b"{" and b'"error"' in outcome.body):
         # The common case, read cheaply: an answer that cannot be an error in disguise.
         return Verdict(Action.DELIVER, Reason.OK, hints=parse_hints(outcome.headers, None, now))
-    hints = parse_hints(outcome.headers, outcome.body or None, now)
-    info = error_info(outcome.body)
+    info = outcome.error
+    hints = parse_hints(outcome.headers, info, now)
     if failure is FailureKind.ERROR_EVENT:
         return _stream_error(info, hints)
     if failure is not None:  # a 2xx whose stream was no stream, or no answer
         if endpoint_missing(200, info):
             return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
-        if _first_error(info.raw) is not info.raw:  # an error object, just not streamed
+        if info.enveloped:  # an error object, just not streamed
             return _stream_error(info, hints)
         return Verdict(Action.NEXT_PROVIDER, Reason.BAD_STREAM, Cooldown(Scope.MODEL, after=2),
                        hints)
@@ -201,7 +162,7 @@ def judge(outcome: Outcome, now: float) -> Verdict:
     return Verdict(Action.PASS_THROUGH, reason, hints=hints)
 
 
-def _stream_error(info: ErrorInfo, hints: Hints) -> Verdict:
+def _stream_error(info: ErrorRecord, hints: Hints) -> Verdict:
     """An error that came with a 200: read its code like a status would be."""
     if info.type == "invalid_request_error" or _CONTEXT.search(info.text):
         return Verdict(Action.PASS_THROUGH, Reason.CLIENT_ERROR, hints=hints)

@@ -29,17 +29,15 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ..accounting.budgets import TOLERANCE, Account, Amount, Budget, Period, Refusal, Unit, admits
+from .link import OP_TIMEOUT, Link
 
 logger = logging.getLogger(__name__)
 KEEP = 86400.0  # accounts outlive their window, and a settled hold's marker its settle, by a day
 SWEEP_EVERY = 3600.0  # how often (clock seconds) a MemoryLedger drops accounts of old windows
-CONNECT_TIMEOUT = 0.5
-OP_TIMEOUT = 1.0  # a command that takes longer means Redis is not well
 MAX_UNSETTLED = 100_000  # settles kept to send again once Redis answers
 REDIS_ERRORS = (RedisError, OSError)  # TimeoutError is an OSError
 
@@ -324,6 +322,7 @@ READ = PURGE + f"""
 purge(KEYS[1], KEYS[2], ARGV[1])
 return redis.call('HMGET', KEYS[1], {", ".join(f"'{field}'" for field in FIELDS)})
 """
+SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "renew": RENEW, "read": READ}
 
 
 def _number(value: float) -> str:
@@ -358,27 +357,37 @@ def _account(row: list[str | None]) -> Account | None:
 class RedisLedger:
     """Figures in Redis, shared by every replica using the same prefix."""
 
-    def __init__(self, url: str, prefix: str, clock: Callable[[], float] = time.time,
-                 fallback: MemoryLedger | None = None,
-                 available: Callable[[], bool] = lambda: True) -> None:
-        self.clock = clock
-        # The shared state's breaker: while open, no call waits on a Redis that
-        # is known to be away; the local fallback serves at once.
-        self.available = available
+    def __init__(self, link: Link, clock: Callable[[], float] = time.time,
+                 fallback: MemoryLedger | None = None) -> None:
+        # The shared state's one connection and its breaker: while it is open,
+        # no call waits on a Redis that is known to be away; the local
+        # fallback serves at once.
+        self.link, self.clock = link, clock
         self.fallback = fallback if fallback is not None else MemoryLedger(clock)
-        self._root = f"{prefix}:budget:"
-        self._client = aioredis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                         socket_timeout=OP_TIMEOUT, decode_responses=True,
-                                         retry=Retry(NoBackoff(), 0))
-        self._reserve = self._client.register_script(RESERVE)
-        self._settle = self._client.register_script(SETTLE)
-        self._renew = self._client.register_script(RENEW)
-        self._read = self._client.register_script(READ)
+        self._root = f"{link.prefix}:budget:"
+        self._scripts: tuple[aioredis.Redis, dict[str, AsyncScript]] | None = None
         self._warned = False
         # Settles Redis did not take, by hold id, to send again once it answers:
         # a settle is idempotent there, and money spent must be booked.
         self._unsettled: dict[str, tuple[Hold, Amount, bool, bool]] = {}
         self._resending: asyncio.Task | None = None
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        """The link's client while the link is up; ConnectionError otherwise."""
+        client = self.link.client
+        if client is None:
+            raise ConnectionError("the shared state is away")
+        return client
+
+    def _script(self, name: str) -> AsyncScript:
+        """One of the Lua scripts, registered with the link's current client
+        (a rejoin replaces the client)."""
+        client = self._client
+        if self._scripts is None or self._scripts[0] is not client:
+            self._scripts = (client, {key: client.register_script(source)
+                                      for key, source in SCRIPTS.items()})
+        return self._scripts[1][name]
 
     def _tag(self, principal: str) -> str:
         """The principal, hex-encoded (names may hold any character) and in a
@@ -416,7 +425,7 @@ class RedisLedger:
                      "" if seconds is None else _number(seconds), _number(start)]
         try:
             self._check()
-            answer = await self._reserve(keys=keys, args=args)
+            answer = await self._script("reserve")(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             self._lost(exc)
             made = await self.fallback.reserve(principal, budgets, estimate, ttl)
@@ -437,7 +446,7 @@ class RedisLedger:
         keys = [self._keys(hold.principal, budget, start)[1] for budget, start in hold.accounts]
         try:
             self._check()
-            renewed = await self._renew(keys=keys, args=[hold.id, _number(now),
+            renewed = await self._script("renew")(keys=keys, args=[hold.id, _number(now),
                                                          _number(now + ttl)])
         except REDIS_ERRORS as exc:
             self._lost(exc)
@@ -458,7 +467,7 @@ class RedisLedger:
                 str(int(served and unpriced)), str(int(KEEP))]
         try:
             self._check()
-            await self._settle(keys=keys, args=args)
+            await self._script("settle")(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             self._lost(exc)  # the hold lapses at its expiry; the spend is booked later
             if len(self._unsettled) < MAX_UNSETTLED:
@@ -468,7 +477,7 @@ class RedisLedger:
         self._answered()
 
     def _check(self) -> None:
-        if not self.available():
+        if not self.link.healthy:
             raise ConnectionError("the shared state is away")
 
     def _answered(self) -> None:
@@ -505,7 +514,7 @@ class RedisLedger:
         async with self._client.pipeline(transaction=False) as pipe:
             for key in keys:
                 holds = f"{self._root}h:{key.removeprefix(accounts)}"
-                await self._read(keys=[key, holds], args=[_number(now)], client=pipe)
+                await self._script("read")(keys=[key, holds], args=[_number(now)], client=pipe)
             rows = await pipe.execute()
         return [account for row in rows if (account := _account(row)) is not None]
 
@@ -520,7 +529,6 @@ class RedisLedger:
             self._lost(exc)
 
     async def close(self) -> None:
+        """Let the settles being sent again finish (briefly); the link owns the connection."""
         if self._resending is not None:
             await asyncio.wait([self._resending], timeout=OP_TIMEOUT)
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._client.aclose()

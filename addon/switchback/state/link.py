@@ -97,6 +97,12 @@ class Link:
         self._writer: asyncio.Task | None = None
         self._stopping = False
 
+    @property
+    def client(self) -> aioredis.Redis | None:
+        """The command connection while Redis answers, for kinds that need
+        more than a store (the ledger's scripts); None while the breaker is open."""
+        return self._client if self.healthy else None
+
     def store(self, kind: str, local: MemoryStore, codec: Codec, mirrored: bool) -> SharedStore:
         self._stores[kind] = store = SharedStore(kind, local, self, codec, mirrored)
         return store
@@ -440,8 +446,9 @@ CODECS = {
     "protocols": Codec(str, str),
     "conversations": Codec(str, str),
     "affinity": Codec(str, str),
+    "quirks": Codec(str, str),
 }
-MIRRORED = {"cooldowns", "strikes", "uses", "protocols"}  # small, read on every call
+MIRRORED = {"cooldowns", "strikes", "uses", "protocols", "quirks"}  # small, read on every call
 
 
 def shared_stores(link: Link, memory: Stores) -> Stores:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from cachetools import TLRUCache
@@ -87,6 +87,7 @@ class Stores:
     protocols: Store
     conversations: Store  # response id → the conversation up to it (JSON)
     affinity: Store  # response id → who produced it: outlives an evicted conversation
+    quirks: Store  # (provider, model, quirk) → what that provider refused
 
     @classmethod
     def memory(cls, clock: Clock = time.time,
@@ -97,9 +98,9 @@ class Stores:
                    uses=MemoryStore(entries, clock),
                    protocols=MemoryStore(entries, clock),
                    conversations=MemoryStore(conversation_bytes, clock, sizeof=len),
-                   affinity=MemoryStore(entries, clock))
+                   affinity=MemoryStore(entries, clock),
+                   quirks=MemoryStore(entries, clock))
 
     def clear(self) -> None:
-        for store in (self.cooldowns, self.strikes, self.uses, self.protocols,
-                      self.conversations, self.affinity):
-            store.clear()
+        for field in fields(self):
+            getattr(self, field.name).clear()

@@ -4,11 +4,13 @@
 cooldowns with time left and why, the protocol memory, counters, each
 budget's figures in its current window); `GET
 /metrics` answers the Prometheus exposition; `POST /reset` forgets every
-cooldown, backoff and remembered protocol (as the `switchback.reset` command
-does) — after rotating a dead key, say. Budget figures are not state of that
+cooldown, backoff, remembered protocol and provider quirk (as the
+`switchback.reset` command does) — after rotating a dead key, say. Budget figures are not state of that
 kind: only `POST /reset/budgets` forgets them (every principal's spending,
 everywhere the budgets are shared). `status_document` is pure;
-`StatusServer` is the small HTTP shell around it.
+`StatusServer` is the small HTTP shell around it, and `Status` the addon
+that runs it on `switchback_status_port` and answers the same document to
+the `switchback.status` command.
 """
 
 from __future__ import annotations
@@ -20,18 +22,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .state.cooldowns import Health
-from .state.protocol_memory import ProtocolMemory
+from mitmproxy import command, ctx
+
+from ..providers import ProviderTable
+from ..recognise import fingerprint
+from ..state.learned import Learned
 from .metrics import Metrics
-from .providers import ProviderTable
-from .recognise import fingerprint
+from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 
-def status_document(table: ProviderTable, configured: set[str], health: Health,
-                    protocols: ProtocolMemory, metrics: Metrics,
-                    state: dict[str, Any], budgets: list[dict] | None = None) -> dict[str, Any]:
+def status_document(table: ProviderTable, configured: set[str], learned: Learned,
+                    metrics: Metrics, state: dict[str, Any],
+                    budgets: list[dict] | None = None) -> dict[str, Any]:
+    health = learned.health
     now = health.clock()
     cooldowns = []
     for scope, cooling in sorted(health.cooldowns(), key=lambda item: item[1].until):
@@ -47,7 +52,9 @@ def status_document(table: ProviderTable, configured: set[str], health: Health,
         "cooldowns": cooldowns,
         "protocols": [{"provider": provider, "model": model, "client": client.value,
                        "protocol": served.value}
-                      for (provider, model, client), served in sorted(protocols.items())],
+                      for (provider, model, client), served in sorted(learned.protocols.items())],
+        "quirks": [{"provider": provider, "model": model, "quirk": quirk.value}
+                   for provider, model, quirk in learned.quirks.items()],
         "counters": metrics.totals(),
         "state": state,
         "budgets": budgets or [],
@@ -63,14 +70,16 @@ class StatusServer:
         self.budgets, self.reset_budgets = budgets, reset_budgets
         self._server: asyncio.Server | None = None
 
-    async def start(self, port: int) -> None:
+    async def start(self, port: int) -> bool:
+        """Listen on `port`; False (and a warning that says the fix) when it is taken."""
         try:
             self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         except OSError as exc:
             logger.warning(f"switchback: status server not started on 127.0.0.1:{port}: "
                            f"{exc.strerror}; set switchback_status_port to a free port")
-            return
+            return False
         logger.info(f"switchback: status on http://127.0.0.1:{port}/status and /metrics")
+        return True
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -107,3 +116,76 @@ class StatusServer:
         finally:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 writer.close()
+
+
+class Status:
+    """The status server and the status and reset commands."""
+    name = "switchback_status"  # mitmproxy's name for it: unique among addons
+
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.server = StatusServer(self.document, runtime.metrics, self.reset_command,
+                                   self.budget_rows, self.reset_budgets)
+        self.port = 0  # wanted
+        self.started = False  # the proxy runs: a changed port applies at once
+        self.moving: asyncio.Future | None = None  # the server moving to a new port
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "switchback_status_port", int, 8089,
+            "Loopback port for Switchback's /status (JSON) and /metrics (Prometheus); "
+            "0 turns them off.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "switchback_status_port" in updated:
+            self.port = ctx.options.switchback_status_port
+            if self.started:  # a changed port applies at once
+                self.moving = asyncio.ensure_future(self._listen())
+
+    async def running(self) -> None:
+        self.started = True
+        await self._listen()
+
+    async def _listen(self) -> None:
+        await self.server.stop()
+        self.runtime.status_port = 0
+        if self.port and await self.server.start(self.port):
+            self.runtime.status_port = self.port
+
+    async def done(self) -> None:
+        if self.moving is not None:
+            await self.moving
+        await self.server.stop()
+
+    def document(self, budgets: list[dict] | None = None) -> dict:
+        runtime = self.runtime
+        link = runtime.link
+        state = {"backend": "redis" if link else "memory",
+                 "healthy": link.healthy if link else True}
+        return status_document(runtime.table, set(runtime.config.providers), runtime.learned,
+                               runtime.metrics, state, budgets)
+
+    async def budget_rows(self) -> list[dict]:
+        """Every budget's figures in its current window, configured principals first seen."""
+        configured = [(principal, budgets)
+                      for principal, budgets in self.runtime.config.budgets.items()
+                      if principal != "*"]
+        return [account.row() for account in await self.runtime.ledger.accounts(configured)]
+
+    async def reset_budgets(self) -> None:
+        """Forget what every principal spent (POST /reset/budgets)."""
+        await self.runtime.ledger.clear()
+        logger.info("switchback: budget figures reset")
+
+    @command.command("switchback.status")
+    def status_command(self) -> str:
+        """Switchback's state: providers, cooldowns, protocol memory, quirks, counters (JSON).
+        Budgets, which may live in Redis, are on the status server's /status."""
+        return json.dumps(self.document(), indent=2)
+
+    @command.command("switchback.reset")
+    def reset_command(self) -> None:
+        """Forget every cooldown, backoff, key use, remembered protocol, quirk and conversation."""
+        self.runtime.learned.clear()
+        logger.info("switchback: state reset")

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from .engine.charge import Bill
-    from .engine.dispatch import Result
+    from ..engine.charge import Bill
+    from ..engine.results import Result
 
 MAX_MODELS = 500  # (provider, model) series of the usage metrics; later ones count as…
 OTHER_MODELS = "other"

@@ -1,0 +1,19 @@
+"""The mitmproxy shell: small addons in mitmproxy's own style, composed in
+the entry script. `Runtime` owns the config and what is built from it;
+`Guards` refuses what must not be handled; `Calls` runs an LLM call's
+lifecycle; `Reporting` tells what happened; `Status` serves the state."""
+
+from __future__ import annotations
+
+from .calls import Calls
+from .guards import Guards
+from .reporting import Reporting
+from .runtime import Runtime
+from .status import Status
+
+
+def addons() -> list[object]:
+    """Switchback's addons, in hook order: guards answer before calls are handled."""
+    runtime = Runtime()
+    reporting = Reporting(runtime)
+    return [runtime, Guards(runtime), Calls(runtime, reporting), reporting, Status(runtime)]

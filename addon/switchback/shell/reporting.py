@@ -1,0 +1,134 @@
+"""Reporting: what a finished call tells the people and systems watching.
+
+Once a call has ended — a stream once it closed — its metrics and trace are
+recorded, its trail, tokens and cost go into the flow comment and one log
+line, and in mitmweb each attempt becomes a flow of its own, linked to the
+client's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import urlsplit
+
+from mitmproxy import connection, ctx, flow, http, log
+
+from ..engine.charge import Bill
+from ..engine.results import AttemptRecord, Result
+from ..recognise import LlmCall
+from ..vocabulary import CallOutcome
+from .runtime import Runtime
+from .tracing import AttemptTrace, CallTrace
+
+logger = logging.getLogger(__name__)
+# mitmweb marks a flow with one emoji (by its shortcode); the comment shows them all.
+MARKS = {"failed over": (":twisted_rightwards_arrows:", "🔀"),
+         "translated": (":arrows_counterclockwise:", "🔄")}
+
+
+class Reporting:
+    name = "switchback_reporting"  # mitmproxy's name for it: unique among addons
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.announce = True  # write one log line per call
+
+    def configure(self, updated: set[str]) -> None:
+        if "termlog_verbosity" in updated:
+            # A log line costs about a tenth of a proxied call in mitmproxy's logging
+            # machinery: write the per-call line only where somebody reads it —
+            # a terminal log at info or more (not mitmdump -q), or an event
+            # log (mitmweb, the console).
+            self.announce = (log.log_tier(ctx.options.termlog_verbosity) >= log.log_tier("info")
+                             or ctx.master.addons.get("eventstore") is not None)
+
+    def report(self, flow: http.HTTPFlow, call: LlmCall, result: Result | None, bill: Bill,
+               started: float) -> None:
+        """Metrics and the trace; the trail, tokens and cost in the flow comment
+        and the log; the attempts in mitmweb. A call whose client left before
+        the answer was logged as it happened."""
+        metrics, tracing = self.runtime.metrics, self.runtime.tracing
+        ended = time.time()
+        if result is None:
+            return
+        metrics.observe(result, bill)
+        if tracing.enabled:
+            tracing.record(call_trace(call, result, bill, started, ended))
+        marks = [name for name, happened in (
+            ("failed over", result.failures and result.served_by is not None),
+            ("translated", result.switched)) if happened]
+        if marks:
+            flow.marked = MARKS[marks[0]][0]
+        spent = bill.text()
+        flow.comment = flow_comment(result, "".join(MARKS[m][1] for m in marks), spent)
+        flow.metadata["switchback"] = {"trail": str(result.trail),
+                                       "outcome": result.outcome.value,
+                                       "attempts": len(result.attempts), "marks": marks,
+                                       "principal": bill.principal, **bill.figures()}
+        served = f" via {result.served_by.label}" if result.served_by else ""
+        if self.announce:
+            logger.info(f"switchback: {call.protocol} {call.model}"
+                        f"{' stream' if call.stream else ''} → {result.outcome}{served}, "
+                        f"{len(result.attempts)} attempt(s), {ended - started:.2f}s"
+                        f"{', ' + spent if spent else ''}: {result.trail}")
+        view = ctx.master.addons.get("view")
+        if view is not None:
+            view.add([attempt_flow(flow, record, n, len(result.attempts))
+                      for n, record in enumerate(result.attempts, 1)])
+            if view.get_by_id(flow.id) is not None:  # a stream ended after its flow showed
+                view.update([flow])
+
+
+def flow_comment(result: Result, icons: str, spent: str = "") -> str:
+    """What mitmweb's comment column shows: the marks, the attempts, tokens
+    and cost, the trail."""
+    count = len(result.attempts)
+    return f"{icons + ' ' if icons else ''}{count} attempt{'s' if count != 1 else ''}" \
+           f"{', ' + spent if spent else ''}: {result.trail}"
+
+
+def call_trace(call: LlmCall, result: Result, bill: Bill, started: float,
+               ended: float) -> CallTrace:
+    """A finished call as the tracer takes it."""
+    served, usage = result.served_by, bill.usage
+    failed = result.outcome is not CallOutcome.OK
+    return CallTrace(
+        operation="chat", request_model=call.model,
+        response_model=(usage.model if usage and usage.model else served.model)
+        if served else None,
+        provider=(served or call).provider.name, started=started, ended=ended,
+        outcome=result.outcome.value, stream=call.stream,
+        input_tokens=usage.input if usage else None, output_tokens=usage.output if usage else None,
+        cached_tokens=usage.cached if usage else None,
+        reasoning_tokens=usage.reasoning if usage else None, cost_usd=bill.cost,
+        principal=bill.principal,
+        attempts=tuple(AttemptTrace(
+            provider=a.provider, key=a.key, url=a.url, started=a.started,
+            ended=a.ended or ended, status=a.status, result=a.result,
+            verdict=a.reason.value if a.reason else None, cooldown=a.cooldown,
+            cooldown_scope=a.scope.value if a.scope else None,
+            switched_to=a.switched_to.value if a.switched_to else None)
+            for a in result.attempts),
+        error_type=result.outcome.name.lower() if failed else None)
+
+
+def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int
+                 ) -> http.HTTPFlow:
+    """One upstream attempt as a flow of its own for mitmweb."""
+    parts = urlsplit(record.url)
+    server = connection.Server(address=(parts.hostname or "", parts.port or 443))
+    attempt = http.HTTPFlow(parent.client_conn, server)
+    attempt.request = http.Request.make("POST", record.url, record.body, http.Headers(
+        [(k.encode(), v.encode()) for k, v in record.headers]))
+    attempt.request.timestamp_start = attempt.request.timestamp_end = record.started
+    if record.status is not None:
+        attempt.response = http.Response.make(record.status, record.response_body, http.Headers(
+            [(k.encode(), v.encode()) for k, v in record.response_headers]))
+        attempt.response.timestamp_start = attempt.response.timestamp_end = record.ended
+    else:
+        attempt.error = flow.Error(record.result)
+    attempt.comment = f"Switchback attempt {n}/{total} for flow {parent.id}: {record.result}"
+    attempt.metadata["switchback_call"] = parent.id
+    attempt.live = False
+    return attempt
