@@ -3,21 +3,26 @@
 The held head goes first (at once, with the answer's head), then every
 upstream read as it comes, shaped into the client's protocol and cleared of
 secrets: all complete events of a read in one piece, so the client gets one
-write per network read. When the upstream breaks after commit, the stream is
-closed the way the client's protocol closes a failed stream — a client must
-never take a cut stream for a complete one.
+write per network read. Byte-exact delivery is for what a client can read:
+blocks its parser would not dispatch, and may choke on, are left out, and a
+stream that ends inside a block is ended on a fresh line. However the
+upstream ends, the client gets its protocol's end exactly once: the proper
+one when the answer completed, else the way its protocol closes a failed
+stream — a client must never take a cut stream for a complete one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..protocols.kinds import discarded
 from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
-from ..protocols.sse import EventTooLarge, SseParser
-from .gate import Head
+from ..protocols.sse import Event, EventTooLarge, SseParser
+from ..vocabulary import FailureKind
+from .gate import Head, ended
 from .upstream import TRANSPORT_ERRORS, transport_failure
 
 logger = logging.getLogger(__name__)
@@ -61,9 +66,15 @@ class Committed:
                     await callback()
 
 
+def shape(shaper: StreamShaper, events: Iterable[Event]) -> bytes:
+    """The client's bytes of upstream events, leaving out the blocks a
+    client's parser does not dispatch (see `kinds.discarded`)."""
+    return b"".join(shaper.feed(event) for event in events if not discarded(event))
+
+
 def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes]) -> bytes:
     """The client's bytes of the held head."""
-    return redact(b"".join(map(shaper.feed, head.held)))
+    return redact(shape(shaper, head.held))
 
 
 async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: StreamShaper,
@@ -72,28 +83,34 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
     """The client's bytes of a committed stream after its head; `completed`
     runs when the upstream ended properly."""
     try:
-        async for chunk in chunks:
-            out = b"".join(map(shaper.feed, parser.feed(chunk)))
-            if out:
-                yield redact(out)
-        tail = parser.close()
-        yield redact((shaper.feed(tail) if tail is not None else b"") + shaper.finish())
-        completed()
+        broke: FailureKind | None = None
+        try:
+            async for chunk in chunks:
+                out = shape(shaper, parser.feed(chunk))
+                if out:
+                    yield redact(out)
+        except TRANSPORT_ERRORS as exc:
+            broke = transport_failure(exc)
+        # Ended or broken, a whole event the stream ended inside is the provider's.
+        last = shape(shaper, ended(parser))
+        if broke is None:
+            yield redact(last + shaper.finish())
+            completed()
+        else:
+            yield redact(last) + _broken(shaper, broke, completed)
     except EventTooLarge as exc:
         yield _broken(shaper, str(exc), completed)
-    except TRANSPORT_ERRORS as exc:
-        yield _broken(shaper, transport_failure(exc), completed)
     except Exception:  # a bug of ours must still end the client's stream properly
         logger.exception("switchback: error while delivering a stream")
         yield _broken(shaper, "Switchback failed while delivering the stream", completed)
 
 
 def _broken(shaper: StreamShaper, why: str, completed: Callable[[], None]) -> bytes:
-    """The end of a stream whose upstream broke: nothing more when the answer
-    had already completed (the break came after its last event), else the
-    client's protocol's way of saying the stream failed."""
+    """The end of a stream whose upstream broke: when the answer had already
+    completed (the break came after its last event), its protocol's proper
+    end if the client is still owed it; else its way of saying the stream
+    failed."""
     if shaper.complete:
         completed()
-        return b""
     return shaper.fail(f"upstream stream broke: {why}")
 

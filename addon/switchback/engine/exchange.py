@@ -98,7 +98,8 @@ async def exchange(transport: Transport, sending: Sending, timeouts: Timeouts,
                 return Exchanged(Outcome(reply.status, reply.headers, record.response_body,
                                          FailureKind.NOT_A_STREAM, sending.client_key))
             chunks, parser, head = reply.chunks(), SseParser(), Head(sending.protocol)
-            await read_head(chunks, parser, head, lambda: reply.keep_waiting(timeouts.idle))
+            await read_head(chunks, parser, head, lambda: reply.keep_waiting(timeouts.idle),
+                            within=timeouts.first_byte)
             if head.failure is None:
                 held = Held(reply, chunks, parser, head)
                 return Exchanged(Outcome(reply.status, reply.headers,

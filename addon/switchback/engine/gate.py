@@ -5,15 +5,17 @@ failure at the head of a stream can still move on to another candidate.
 `Head` is the pure part: it holds every event it is given — a decision in
 the middle of a network read keeps the rest of that read, which is the
 stream's next bytes — and remembers the first event that decided.
-`read_head` feeds it from the upstream.
+`read_head` feeds it from the upstream, for a bounded time: keepalives show
+that a connection lives, not that an answer is coming.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from ..protocols import sse
-from ..protocols.kinds import Signal, classify
+from ..protocols.kinds import Signal, classify, whole
 from ..protocols.sse import Event, EventTooLarge, SseParser
 from ..vocabulary import FailureKind, Protocol
 
@@ -57,18 +59,41 @@ class Head:
         return b"".join(event.raw for event in self.held)
 
 
-async def read_head(chunks: AsyncIterator[bytes], parser: SseParser, head: Head,
-                    first_event: Callable[[], None]) -> Head:
-    """Read until `head` decides or the stream ends; `first_event` is called
-    once, when the first block arrives. SSE errors (an oversized event) and
-    transport errors propagate."""
-    async for chunk in chunks:
-        events = parser.feed(chunk)
-        if events and not head.held:
-            first_event()
-        if head.take(events):
-            return head
+def ended(parser: SseParser) -> list[Event]:
+    """The block a stream ended inside (no blank line after it), as a
+    client's parser should get it. The SSE standard dispatches no such
+    block; but a whole event that merely lacks its blank line (`data:
+    [DONE]` and the close) is the provider's answer, so it is terminated —
+    dispatched, and whatever follows starts on a fresh line. A fragment (an
+    event cut short, garbage) is dropped, as the standard drops it."""
     tail = parser.close()
-    if tail is not None:
-        head.take([tail])
+    if tail is None:
+        return []
+    text = tail.raw.rstrip(b"\r\n")
+    line_ends = tail.raw[len(text):]
+    if len(line_ends) - line_ends.count(b"\r\n") >= 2:  # a CRLF is one line end
+        return [tail]  # a whole block after all, held only for the byte after its last CR
+    if not whole(tail):
+        return []
+    # Parsed afresh: a byte order mark before a stream's only block is skipped again.
+    return SseParser().feed(text + b"\n\n")
+
+
+async def read_head(chunks: AsyncIterator[bytes], parser: SseParser, head: Head,
+                    first_event: Callable[[], None], within: float | None = None) -> Head:
+    """Read until `head` decides or the stream ends, for at most `within`
+    seconds (None: no bound) counted from the answer's status, which the
+    caller has just read: comments and lifecycle events hold the head without
+    extending that wait.
+    `first_event` is called once, when the first block arrives. TimeoutError
+    when the time is up; SSE errors (an oversized event) and transport errors
+    propagate."""
+    async with asyncio.timeout(within):
+        async for chunk in chunks:
+            events = parser.feed(chunk)
+            if events and not head.held:
+                first_event()
+            if head.take(events):
+                return head
+    head.take(ended(parser))
     return head

@@ -1,6 +1,6 @@
 """What one upstream SSE event means, per protocol: the first-chunk gate's
-reading of a stream's head, and the event types both protocols' shapers and
-translators agree on.
+reading of a stream's head, the event types both protocols' shapers and
+translators agree on, and which blocks a client's parser can read at all.
 
 The gate commits only on events that show the answer has started — content,
 a tool call, a refusal, reasoning, or a clean end. Everything else before
@@ -43,11 +43,32 @@ _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 # few others): the lifecycle and terminal types, and `error`.
 _TRACKED = re.compile(rb"response\.(?:created|in_progress|queued|completed|incomplete|failed)"
                       rb"|error")
+# A line of a block that is neither blank nor a comment: a field (`event:`, `id:`) or garbage.
+_FIELD_LINE = re.compile(rb"(?:\A|[\r\n])[^:\r\n]")
 
 
 def is_done(event: Event) -> bool:
     """A chat stream's `data: [DONE]` (its bytes looked at first, parsed only if need be)."""
     return b"[DONE]" in event.raw and event.data is not None and event.data.strip() == DONE
+
+
+def discarded(event: Event) -> bool:
+    """A block without data that is more than comments: an `event:` line
+    alone, an `id:`, garbage. The SSE standard dispatches no event without
+    data, but the openai SDK's parser dispatches one that has a name or an id
+    and then fails to parse its empty data — so no client needs it and some
+    choke on it. Comments (`: ping`) are harmless and keep a client's idle
+    timers quiet. A block with a `data:` line is answered off its bytes."""
+    raw = event.raw
+    if raw.startswith(b"data:") or b"\ndata:" in raw or b"\rdata:" in raw:
+        return False
+    return event.data is None and _FIELD_LINE.search(raw) is not None
+
+
+def whole(event: Event) -> bool:
+    """An event whose data is complete in itself — `[DONE]` or JSON — as
+    opposed to a fragment of one (a stream cut inside an event) or garbage."""
+    return is_done(event) or event.json() is not None
 
 
 def chat_finished(event: Event) -> bool:

@@ -3,9 +3,10 @@
 Every stream the relay delivers goes through a `StreamShaper`: it turns each
 upstream event into the bytes the client receives, and knows how to end the
 stream properly when the upstream breaks after commit. The pass-through
-shapers here forward every block untouched — events, comments and unknown
-types alike — and read as little as they can: a name, a marker, no JSON
-until a break needs it. The protocol translators implement the same
+shapers here forward every block they are given untouched — events,
+comments and unknown types alike (delivery leaves out the blocks no client
+parser dispatches) — and read as little as they can: a name, a marker, no
+JSON until a break needs it. The protocol translators implement the same
 interface. Pure.
 """
 
@@ -32,11 +33,13 @@ class StreamShaper(Interface):
         """Bytes for the client for one upstream event (may be empty)."""
 
     def finish(self) -> bytes:
-        """Closing bytes when the upstream ended; a stream that ended without
-        its terminal event is closed as failed."""
+        """Closing bytes when the upstream ended: the protocol's end if the
+        client has not had it yet; a stream that ended before its answer
+        completed is closed as failed."""
 
     def fail(self, message: str) -> bytes:
-        """Closing bytes when the upstream broke after commit."""
+        """Closing bytes when the upstream broke after commit: as `finish`,
+        saying `message` when the answer had not completed."""
 
     @property
     def final(self) -> dict | None:
@@ -52,27 +55,32 @@ def chat_error(message: str, code: str = BROKEN) -> bytes:
 
 class ChatPassthrough:
     """A chat/completions stream forwarded as is. Its answer is complete at
-    the chunk with a finish_reason (what may follow — usage, `[DONE]` — adds
-    nothing a client must have)."""
+    the chunk with a finish_reason (what may follow — usage — adds nothing a
+    client must have), but SDKs stop reading at `[DONE]`: a stream that
+    lost it after the finish gets it here, once."""
 
     final = None  # a chat client keeps no conversation here
 
     def __init__(self) -> None:
         self.complete = False
+        self._done = False  # the client has had a `[DONE]`
 
     def feed(self, event: Event) -> bytes:
-        if not self.complete:
-            self.complete = chat_finished(event) or is_done(event)
+        if not self._done:
+            self._done = is_done(event)
+            self.complete = self.complete or self._done or chat_finished(event)
         return event.raw
 
     def finish(self) -> bytes:
         return self.fail("upstream stream ended before the answer was complete")
 
     def fail(self, message: str) -> bytes:
-        if self.complete:
+        if self._done:
             return b""
+        self._done = True
+        end = encode(DONE) if self.complete else chat_error(message)
         self.complete = True
-        return chat_error(message)
+        return end
 
 
 class ResponsesPassthrough:

@@ -125,7 +125,7 @@ class ChatToResponsesStream:
         if event.comment:  # keepalives keep the client's idle timers quiet in any protocol
             return event.raw
         if is_done(event):
-            return self._end()
+            return self.finish()
         payload = event.json()
         if not isinstance(payload, dict):
             return b""
@@ -143,10 +143,14 @@ class ChatToResponsesStream:
         return out
 
     def finish(self) -> bytes:
-        return b"" if self.complete else self._end()
+        return self.fail("upstream stream ended without a finish_reason")
 
     def fail(self, message: str) -> bytes:
-        return b"" if self.complete else self._failure(message, "server_error")
+        """A chat answer is whole at its finish_reason: once that came, the
+        response completes (without the usage that did not); before, it fails."""
+        if self.complete:
+            return b""
+        return self._finalize() if self._finish else self._failure(message, "server_error")
 
     @property
     def final(self) -> dict | None:
@@ -336,12 +340,6 @@ class ChatToResponsesStream:
         self._final = self._response(status, usage=usage_to_responses(self._usage),
                                      incomplete_details=incomplete)
         return out + self._event(kind, response=self._final)
-
-    def _end(self) -> bytes:
-        """Upstream is done: complete if it said why it stopped, else fail."""
-        if self._finish:
-            return self._finalize()
-        return self._failure("upstream stream ended without a finish_reason", "server_error")
 
     def _upstream_error(self, error: Any) -> bytes:
         if isinstance(error, dict):
