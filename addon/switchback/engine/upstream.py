@@ -15,6 +15,7 @@ been written, which is exactly the first-byte timeout's meaning.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -25,6 +26,12 @@ from mitmproxy.proxy.mode_specs import ProxyMode, UpstreamMode
 
 from ..vocabulary import FailureKind
 
+# asyncio gives each TLS connection a 256 KiB read buffer, zero-filled (so
+# resident) when the connection is made: with the answer read in 16 KiB
+# pieces, one TLS record, an open stream costs 240 KiB less — the whole
+# difference to a bare mitmproxy, which does its TLS in memory BIOs. The
+# setting is asyncio's, for the process: mitmproxy's own TLS does not use it.
+TLS_READ_BUFFER = 16 << 10
 UPSTREAM_OPTIONS = ("ssl_insecure", "ssl_verify_upstream_trusted_ca",
                     "ssl_verify_upstream_trusted_confdir", "mode")
 # Everything an upstream exchange can raise short of an answer.
@@ -140,6 +147,7 @@ class Upstream:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
         return aiohttp.ClientSession(
             # No limit: a queue here would count the proxy's own backlog against the
             # provider's first-byte timeout.

@@ -21,7 +21,6 @@ MAX_EVENT = 32 << 20  # one event this large is not a stream anybody means to se
 # A blank line: two line ends in a row, where a line ends in CRLF, LF or CR
 # (a CR followed by LF is one line end, never two).
 _BOUNDARY = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
-_LINE = re.compile(r"\r\n|\n|\r")
 _OVERLAP = 3  # a boundary is at most 4 bytes: rescan this much of what was searched
 _BOM = b"\xef\xbb\xbf"
 
@@ -75,7 +74,11 @@ class Event:
         name: str | None = None
         data: list[str] = []
         text = self.raw[self._skip:self._size].decode("utf-8", errors="replace")
-        for line in _LINE.split(text):
+        # Plain string passes: a regex split looks at every character on its own
+        # (60 ms for a 10 MB event, all of it blocking the event loop).
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        for line in text.split("\n"):
             if not line or line[0] == ":":
                 continue
             field, _, value = line.partition(":")
@@ -110,7 +113,8 @@ class SseParser:
             end = match.end()
             if end == len(buffer) and buffer[-1] == 0x0D:
                 break  # a CR last of all may be half a CRLF: wait for the next byte
-            raw = bytes(buffer[start:end])
+            with memoryview(buffer) as view:  # one copy, not two
+                raw = bytes(view[start:end])
             events.append(Event(raw, match.start() - start, self._bom(raw)))
             start = position = end
         if start:
