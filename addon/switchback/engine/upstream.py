@@ -25,6 +25,7 @@ import certifi
 from mitmproxy.proxy.mode_specs import ProxyMode, UpstreamMode
 
 from ..vocabulary import FailureKind
+from .bounded import rearm, watch
 
 # asyncio gives each TLS connection a 256 KiB read buffer, zero-filled (so
 # resident) when the connection is made: with the answer read in 16 KiB
@@ -34,8 +35,11 @@ from ..vocabulary import FailureKind
 TLS_READ_BUFFER = 16 << 10
 UPSTREAM_OPTIONS = ("ssl_insecure", "ssl_verify_upstream_trusted_ca",
                     "ssl_verify_upstream_trusted_confdir", "mode")
-# Everything an upstream exchange can raise short of an answer.
-TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+# Everything an upstream exchange can raise short of an answer. aiohttp's
+# pure-Python parser (no C extension, AIOHTTP_NO_EXTENSIONS) fails a body it
+# cannot parse with its own HttpProcessingError, not a ClientError.
+TRANSPORT_ERRORS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError,
+                    asyncio.TimeoutError)
 Response = aiohttp.ClientResponse
 
 
@@ -99,6 +103,7 @@ def keep_waiting(response: Response, seconds: float | None) -> None:
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = seconds
         connection.protocol.start_timeout()
+        rearm(response)
 
 
 async def read_body(response: Response, limit: int | None) -> bytes:
@@ -171,9 +176,9 @@ class Upstream:
             timeout = self._timeouts[read_timeout] = aiohttp.ClientTimeout(
                 total=None, connect=self._connect_timeout, sock_connect=self._connect_timeout,
                 sock_read=read_timeout)
-        return AiohttpReply(await self._session.post(url, data=body, headers=list(headers),
-                                                     proxy=self._proxy, allow_redirects=False,
-                                                     timeout=timeout))
+        return AiohttpReply(watch(await self._session.post(
+            url, data=body, headers=list(headers), proxy=self._proxy, allow_redirects=False,
+            timeout=timeout)))
 
     async def aclose(self) -> None:
         if self._session is not None:
