@@ -144,19 +144,6 @@ def assert_refusal(answer: httpx.Response) -> str:
     return error["message"]
 
 
-def log_line(running: Proxy, needle: str, seconds: float = 10) -> str:
-    """The proxy log's line holding `needle` (the line is written just after
-    the call ends)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = [line for line in running.output().splitlines() if needle in line]
-        if found:
-            return found[-1]
-        if time.monotonic() > deadline:
-            pytest.fail(f"no log line with {needle!r}:\n{running.output()}")
-        time.sleep(0.05)
-
-
 def htpasswd(path: Path, users: dict[str, str]) -> Path:
     """An Apache htpasswd file ({SHA} entries, which passlib — and so
     mitmproxy's proxyauth — reads)."""
@@ -430,7 +417,7 @@ def test_tokens_and_cost_reach_metrics_and_the_log(fakes, proxy):
         model="m", messages=[{"role": "user", "content": "hi"}])
     assert answer.usage.prompt_tokens == 5
 
-    line = log_line(running, "5 in, 3 out tokens")
+    line = running.log_line("5 in, 3 out tokens")
     assert "5 in, 3 out tokens, $8" in line and "primary 200" in line, line
     metrics = get(running.status_port, "/metrics")
     for sample in ('switchback_tokens_total{kind="input",model="m",provider="primary"} 5.0',

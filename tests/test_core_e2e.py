@@ -82,7 +82,7 @@ fallbacks: {{"*": [backup/*]}}
 """)
     client = running.openai(dead_url)
     assert chat_text(client, stream) == "hello from backup"
-    assert "primary refused" in running.output()
+    running.log_line("primary refused")
 
 
 @pytest.mark.parametrize("protocol", ["chat", "responses"])
@@ -132,6 +132,10 @@ def test_mid_stream_cut_ends_chat_stream_with_error_and_done(pair):
     assert "one two " == "".join(json.loads(d)["choices"][0]["delta"].get("content", "")
                                  for d in data[:-2])
     assert backup.count() == 0  # after commit nothing is replayed
+    # What the client got is what the call's report says: no "ok".
+    assert "stream → broken via primary" in running.log_line("chat m stream")
+    assert "stream broke after commit (upstream stream ended before the answer was complete)" \
+        in running.log_line("chat m stream")
 
 
 def test_mid_stream_cut_ends_responses_stream_with_failed(pair):
@@ -142,6 +146,7 @@ def test_mid_stream_cut_ends_responses_stream_with_failed(pair):
     assert events[-1].response.id == events[0].response.id
     numbers = [e.sequence_number for e in events]
     assert numbers == list(range(len(events)))
+    assert "stream → broken via primary" in running.log_line("responses gpt-4o stream")
 
 
 def test_fallback_never_sees_client_key(pair):

@@ -295,6 +295,8 @@ def test_odd_choices_in_a_translated_head_do_not_break_the_stream():
 class Clumsy:
     """A shaper with a bug: it raises on the third event."""
 
+    final = None
+
     def __init__(self) -> None:
         self.complete, self.seen = False, 0
 

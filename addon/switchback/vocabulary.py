@@ -90,6 +90,7 @@ class CallOutcome(enum.StrEnum):
     """How a whole call ended, for the log line and metrics."""
 
     OK = "ok"
+    BROKEN = "broken"  # a committed stream that broke: the client got an error after part of it
     PASSED_THROUGH = "passed through"  # a client error, as the upstream said it
     EXHAUSTED = "exhausted"  # every candidate failed or is cooling
     REFUSED = "refused"  # over its principal's budget: no attempt made

@@ -5,7 +5,9 @@ in memory on a given clock, and a transport — the real upstream client
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+from multidict import CIMultiDict
 
 from switchback.config import parse_config
 from switchback.engine.dispatch import Dispatcher
@@ -43,3 +45,55 @@ def wire(config_text: str, clock: Callable[[], float] = time.time,
                            config.conversation_ttl, clock, rand)
     return Dispatcher(transport or upstream(), config, ProviderTable(config.providers), learned,
                       clock=clock)
+
+
+class ScriptedReply:
+    """An upstream answer as scripted: the body's pieces, each one network
+    read; an exception among them is raised when the reading reaches it."""
+
+    def __init__(self, status: int = 200, pieces: Sequence[bytes | BaseException] = (),
+                 content_type: str = "text/event-stream", **headers: str) -> None:
+        self.status, self.pieces = status, list(pieces)
+        self.headers = CIMultiDict({"content-type": content_type, **headers})
+        self.closed = False
+        self.idle: float | None = None  # the read timeout after the first event
+
+    def is_event_stream(self) -> bool:
+        return "text/event-stream" in self.headers.get("content-type", "")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            if isinstance(piece, BaseException):
+                raise piece
+            yield piece
+
+    async def read(self, limit: int | None) -> bytes:
+        body = b"".join([piece async for piece in self.chunks()])
+        return body if limit is None else body[:limit]
+
+    def keep_waiting(self, seconds: float | None) -> None:
+        self.idle = seconds
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedTransport:
+    """A `Transport` that answers from a script, in order, and records what
+    it was sent: engine tests with no sockets and no real timeouts. An
+    exception in the script is raised by `send` (a refused connection)."""
+
+    def __init__(self, *replies: ScriptedReply | BaseException) -> None:
+        self.replies = list(replies)
+        self.sent: list[tuple[str, list[tuple[str, str]], bytes]] = []
+
+    async def send(self, url: str, headers: Iterable[tuple[str, str]], body: bytes,
+                   read_timeout: float) -> ScriptedReply:
+        self.sent.append((url, list(headers), body))
+        reply = self.replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def aclose(self) -> None:
+        pass

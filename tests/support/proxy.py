@@ -66,6 +66,19 @@ class Proxy:
         """The log, from the start or since `fresh`."""
         return self.log.read_bytes()[self._since:].decode("utf-8", "replace")
 
+    def log_line(self, needle: str, seconds: float = 10) -> str:
+        """The log's latest line holding `needle`, waiting (bounded) for it: a
+        call's line is written just after the call ends — a stream's, once it
+        has closed, a moment after the client read its end."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = [line for line in self.output().splitlines() if needle in line]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {needle!r}:\n{self.output()}")
+            time.sleep(0.05)
+
     def fresh(self) -> None:
         """Make a shared proxy new for the next test: Switchback's state reset
         (POST /reset) and the log read from here on."""

@@ -43,6 +43,7 @@ class Committed:
     closed: bool = False
     shown: bytearray | None = None  # a bounded copy of what the client got, when wanted
     shown_limit: int = 0
+    broke: str | None = None  # why the client got an error after part of the answer
 
     def show(self, data: bytes) -> None:
         """Keep (the start of) what was delivered, for a person to look at later."""
@@ -78,39 +79,50 @@ def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], byte
 
 
 async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: StreamShaper,
-                  redact: Callable[[bytes], bytes],
-                  completed: Callable[[], None]) -> AsyncGenerator[bytes, None]:
-    """The client's bytes of a committed stream after its head; `completed`
-    runs when the upstream ended properly."""
+                  redact: Callable[[bytes], bytes], completed: Callable[[], None],
+                  broke: Callable[[str], None] = lambda why: None
+                  ) -> AsyncGenerator[bytes, None]:
+    """The client's bytes of a committed stream after its head. At its end
+    exactly one of two runs: `completed` when the client got a whole answer,
+    `broke` (with why) when it got its protocol's error instead. A client
+    that hangs up first gets neither."""
     try:
-        broke: FailureKind | None = None
+        cut: FailureKind | None = None
         try:
             async for chunk in chunks:
                 out = shape(shaper, parser.feed(chunk))
                 if out:
                     yield redact(out)
         except TRANSPORT_ERRORS as exc:
-            broke = transport_failure(exc)
+            cut = transport_failure(exc)
         # Ended or broken, a whole event the stream ended inside is the provider's.
         last = shape(shaper, ended(parser))
-        if broke is None:
+        if cut is None:
+            answered = shaper.complete
             yield redact(last + shaper.finish())
-            completed()
+            if answered:
+                completed()
+            else:
+                broke("upstream stream ended before the answer was complete")
         else:
-            yield redact(last) + _broken(shaper, broke, completed)
+            yield redact(last) + _broken(shaper, cut, completed, broke)
     except EventTooLarge as exc:
-        yield _broken(shaper, str(exc), completed)
+        yield _broken(shaper, str(exc), completed, broke)
     except Exception:  # a bug of ours must still end the client's stream properly
         logger.exception("switchback: error while delivering a stream")
-        yield _broken(shaper, "Switchback failed while delivering the stream", completed)
+        yield _broken(shaper, "Switchback failed while delivering the stream", completed, broke)
 
 
-def _broken(shaper: StreamShaper, why: str, completed: Callable[[], None]) -> bytes:
+def _broken(shaper: StreamShaper, why: str, completed: Callable[[], None],
+            broke: Callable[[str], None]) -> bytes:
     """The end of a stream whose upstream broke: when the answer had already
-    completed (the break came after its last event), its protocol's proper
-    end if the client is still owed it; else its way of saying the stream
-    failed."""
-    if shaper.complete:
+    completed (the break came after its last event) its protocol's proper
+    end if the client is still owed it — a translator that had its finish
+    closes it as completed too; else its way of saying the stream failed."""
+    answered = shaper.complete
+    end = shaper.fail(f"upstream stream broke: {why}")
+    if answered or shaper.final is not None:
         completed()
-    return shaper.fail(f"upstream stream broke: {why}")
-
+    else:
+        broke(why)
+    return end

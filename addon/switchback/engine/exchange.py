@@ -45,9 +45,15 @@ class Held:
         """The stream for the relay: the held head shaped for the client, then
         the rest. ValueError-like failures of the shaper on the head propagate."""
         first = first_bytes(self.head, shaper, redact)
-        return Committed(200, headers, first,
-                         deliver(self.chunks, self.parser, shaper, redact, completed),
-                         self.reply.close, shaper)
+        made: list[Committed] = []  # the stream, once made: its delivery says how it ended
+
+        def broke(why: str) -> None:
+            made[0].broke = why
+
+        made.append(Committed(200, headers, first,
+                              deliver(self.chunks, self.parser, shaper, redact, completed, broke),
+                              self.reply.close, shaper))
+        return made[0]
 
 
 @dataclass

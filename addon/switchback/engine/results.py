@@ -57,3 +57,12 @@ class Result:
     attempts: list[AttemptRecord] = field(default_factory=list)
     outcome: CallOutcome = CallOutcome.OK
     usage: Usage | None = None  # of a whole answer, as the provider reported it
+
+    def conclude(self) -> None:
+        """Once a stream has closed, the call's outcome is what its client got:
+        a stream that broke after commit is no success, whatever its head said."""
+        delivery = self.delivery
+        if isinstance(delivery, Committed) and delivery.broke is not None \
+                and self.outcome is CallOutcome.OK:
+            self.outcome = CallOutcome.BROKEN
+            self.trail.note(f"stream broke after commit ({delivery.broke})")

@@ -52,6 +52,7 @@ class Reporting:
         ended = time.time()
         if result is None:
             return
+        result.conclude()
         metrics.observe(result, bill)
         if tracing.enabled:
             tracing.record(call_trace(call, result, bill, started, ended))
