@@ -15,22 +15,28 @@ from collections.abc import Callable
 
 import pytest
 
-from switchback.protocols.metered import Metered
+from switchback.protocols.metered import SCANNED, Metered
 from switchback.protocols.shapers import passthrough
 from switchback.protocols.sse import Event, SseParser
 from switchback.vocabulary import Protocol
 
 SIZE = 1 << 20
-# Escapes every few bytes, as text with quotes and newlines (or JSON tool arguments) has.
-TEXT = ('He said "fine" and left.\n' * (SIZE // 25 + 1))[:SIZE]
 
 
-def huge(protocol: Protocol) -> bytes:
+def text(size: int) -> str:
+    """Escapes every few bytes, as text with quotes and newlines (or JSON tool arguments) has."""
+    return ('He said "fine" and left.\n' * (size // 25 + 1))[:size]
+
+
+TEXT = text(SIZE)
+
+
+def huge(protocol: Protocol, content: str = TEXT) -> bytes:
     if protocol is Protocol.CHAT:
         payload = {"object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": {"content": TEXT}, "finish_reason": None}]}
+            {"index": 0, "delta": {"content": content}, "finish_reason": None}]}
         return f"data: {json.dumps(payload)}\n\n".encode()
-    payload = {"type": "response.output_text.delta", "delta": TEXT, "sequence_number": 3}
+    payload = {"type": "response.output_text.delta", "delta": content, "sequence_number": 3}
     return f"event: response.output_text.delta\ndata: {json.dumps(payload)}\n\n".encode()
 
 
@@ -47,8 +53,12 @@ def peak_beyond(work: Callable[[], object]) -> int:
 
 
 @pytest.mark.parametrize("protocol", [Protocol.CHAT, Protocol.RESPONSES])
-def test_metering_a_huge_event_holds_no_state_per_byte(protocol):
-    raw = huge(protocol)
+def test_metering_a_large_event_holds_no_state_per_byte(protocol):
+    """The largest event whose text is still scanned (a larger one is counted
+    whole: `test_a_huge_event_is_counted_unscanned`)."""
+    content = text(SCANNED * 8 // 10)  # escaped, it grows by an eighth
+    raw = huge(protocol, content)
+    assert len(raw) <= SCANNED
     meter = Metered(passthrough(protocol), protocol)
     out = b""
 
@@ -60,7 +70,17 @@ def test_metering_a_huge_event_holds_no_state_per_byte(protocol):
     # the text that keeps backtracking state per byte held ~140 bytes per byte.
     assert peak_beyond(feed) < 3 * len(raw)
     assert out == raw
-    assert meter.text_bytes == len(json.dumps(TEXT)) - 2  # the text as sent, escapes and all
+    assert meter.text_bytes == len(json.dumps(content)) - 2  # the text as sent, escapes and all
+
+
+@pytest.mark.parametrize("protocol", [Protocol.CHAT, Protocol.RESPONSES])
+def test_a_huge_event_is_counted_unscanned(protocol):
+    """A huge event is nearly all text: counted by its size, no scan holds up
+    the other streams while it passes."""
+    raw = huge(protocol)
+    meter = Metered(passthrough(protocol), protocol)
+    assert meter.feed(Event(raw, len(raw) - 2)) == raw
+    assert meter.text_bytes == len(raw)
 
 
 def test_reading_a_huge_event_holds_a_few_copies_of_it_at_most():

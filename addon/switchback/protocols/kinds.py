@@ -39,10 +39,11 @@ _CHAT_ANSWER_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", 
                        "function_call", "audio")
 DONE = "[DONE]"
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
-# Bytes found in every event of a type the pass-through shaper tracks (and in
-# few others): the lifecycle and terminal types, and `error`.
-_TRACKED = re.compile(rb"response\.(?:created|in_progress|queued|completed|incomplete|failed)"
-                      rb"|error")
+# Bytes found in every lifecycle or terminal event a pass-through shaper tracks
+# (and in few others); `error` is looked for apart: an alternation whose
+# branches start differently defeats the regex engine's literal search (84 ms
+# on a 10 MB event).
+_LIFECYCLE = re.compile(rb"response\.(?:created|in_progress|queued|completed|incomplete|failed)")
 # A line of a block that is neither blank nor a comment: a field (`event:`, `id:`) or garbage.
 _FIELD_LINE = re.compile(rb"(?:\A|[\r\n])[^:\r\n]")
 
@@ -79,7 +80,8 @@ def chat_finished(event: Event) -> bool:
 def tracked_type(event: Event) -> str | None:
     """`event_type`, for the lifecycle and terminal events a pass-through
     shaper tracks; None, without parsing, for the content between them."""
-    return event_type(event) if _TRACKED.search(event.raw) else None
+    raw = event.raw
+    return event_type(event) if b"error" in raw or _LIFECYCLE.search(raw) else None
 
 
 def event_type(event: Event) -> str | None:

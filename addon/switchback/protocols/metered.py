@@ -31,6 +31,12 @@ _TEXT = {Protocol.CHAT: re.compile(rb'"(?:content|arguments|refusal|reasoning_co
          Protocol.RESPONSES: re.compile(rb'"delta"\s*:\s*' + _STRING)}
 
 
+# An event larger than this is counted whole, unscanned: its text is only an
+# estimate's input, and scanning it would stall every other stream (60-90 ms
+# per 10 MB).
+SCANNED = 256 << 10
+
+
 class Metered:
     """A `StreamShaper` that also knows the stream's usage."""
 
@@ -50,8 +56,11 @@ class Metered:
 
     def feed(self, event: Event) -> bytes:
         raw = event.raw
-        for text in self._text.finditer(raw):
-            self.text_bytes += text.end(1) - text.start(1)
+        if len(raw) > SCANNED:
+            self.text_bytes += len(raw)  # almost all of a huge event is its text
+        else:
+            for text in self._text.finditer(raw):
+                self.text_bytes += text.end(1) - text.start(1)
         if b'"usage"' not in raw:
             return self.inner.feed(event)
         if USAGE_OBJECT.search(raw) and self._read_usage(event) and self.hide_usage:
