@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from aiohttp import web
+from aiohttp import StreamReader, web
 
+from support.loopserver import LoopServer, Script
 from support.rawtls import RawTls
 from switchback.engine import bounded
 from switchback.engine.upstream import TRANSPORT_ERRORS, Upstream
@@ -168,3 +171,61 @@ def test_under_aiohttps_pure_python_parser_the_same_breaks_are_transport_errors(
         timeout=240, env={**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"},
         stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_a_body_that_ends_with_its_connection_is_whole_every_time(server_cert):
+    """A body with neither a length nor chunks (`connection: close`) ends when
+    the provider closes: that close is its end, not a failure — also when the
+    close is already under way as the answer's head is read (a watch that
+    took a closing connection for a failed one broke a third of these)."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(server_cert.cert, server_cert.key)
+
+    async def go() -> list[BaseException | bytes]:
+        upstream = Upstream(insecure=False, cafile=str(server_cert.ca), capath=None,
+                            modes=["regular"], connect_timeout=5)
+        async with LoopServer(lambda seen: Script.sse([CHUNK] * 3), tls) as server:
+            url = server.base_url + "/chat/completions"
+            try:
+                return [await read_whole(upstream, url) for _ in range(30)]
+            finally:
+                await upstream.aclose()
+
+    async def read_whole(upstream: Upstream, url: str) -> BaseException | bytes:
+        try:
+            return b"".join(await read_all(upstream, url, read_timeout=5))
+        except TRANSPORT_ERRORS as exc:
+            return exc
+
+    results = asyncio.run(go())
+    assert results == [CHUNK * 3] * 30
+
+
+class Closing:
+    """A connection whose close is under way: not connected any more, not
+    failed, its loss (which ends a close-delimited body) still to come."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.closed = loop.create_future()
+
+    def exception(self) -> BaseException | None:
+        return None
+
+    def is_connected(self) -> bool:
+        return False
+
+
+def test_a_closing_connection_is_not_a_failed_one():
+    """Seen with a provider that closes (TLS close_notify) right after a body
+    delimited by its close: the head was read while the close was under way,
+    and the watch failed a body that was about to end whole (a third of
+    such answers, in the big-event benchmark)."""
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        body = StreamReader(Closing(loop), 2 ** 16, loop=loop)
+        body.feed_data(CHUNK)
+        watch = bounded._Watch(SimpleNamespace(content=body), Closing(loop))
+        assert watch.check() is True  # still to be read: the loss will end it
+        assert body.exception() is None
+    asyncio.run(go())

@@ -60,7 +60,11 @@ class _Watch:
         if content.is_eof() or content.exception() is not None:
             return False
         failure = self.protocol.exception()
-        if failure is None and self.protocol.is_connected():
+        closed = self.protocol.closed  # done (or None) once the connection's loss ran
+        if failure is None and closed is not None and not closed.done():
+            # Alive, or closing: a body delimited by the connection's close
+            # gets its end from the loss itself, so only a loss that left the
+            # body unfinished is a failure.
             return True
         why = f": {failure}" if failure is not None else ""
         error = aiohttp.ClientPayloadError(f"the connection failed before the body ended{why}")
