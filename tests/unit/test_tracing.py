@@ -1,28 +1,17 @@
-"""Traces: span shape against the GenAI conventions, enabling from the
-environment, export to a real OTLP/HTTP receiver, and life without OpenTelemetry."""
+"""Traces: span shape against the GenAI conventions, and enabling from the
+environment (export to a real receiver: tests/engine/test_tracing_export.py)."""
 
 from __future__ import annotations
 
-import http.server
 import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from support.proxy import free_port
-from support.threaded import ServedInThread
-from switchback.shell.tracing import AttemptTrace, CallTrace, Tracing
-
-ADDON = Path(__file__).resolve().parent.parent / "addon"
-T0 = 1_700_000_000.25  # exactly representable, so the ns values below are exact
-SECRET = "sk-test-3fa9c2secret"
+from support.traces import SECRET, T0, attempt, call
+from switchback.shell.tracing import CallTrace, Tracing
 
 
 @pytest.fixture(autouse=True)
@@ -32,31 +21,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("OTEL_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-
-
-def attempt(**overrides: object) -> AttemptTrace:
-    fields: dict[str, object] = dict(
-        provider="openai", key="#3fa9c2", url="https://api.openai.com/v1/chat/completions",
-        started=T0, ended=T0 + 0.5, status=429, result="429", verdict="rate_limited",
-        cooldown=20.0, cooldown_scope="key", switched_to=None)
-    fields.update(overrides)
-    return AttemptTrace(**fields)  # type: ignore[arg-type]
-
-
-def call(**overrides: object) -> CallTrace:
-    fields: dict[str, object] = dict(
-        operation="chat", request_model="gpt-4o", response_model="gpt-4o-2024-08-06",
-        provider="backup", started=T0, ended=T0 + 2.0, outcome="ok", stream=True,
-        input_tokens=120, output_tokens=30, cached_tokens=64, reasoning_tokens=8,
-        cost_usd=0.0012, principal="team-a",
-        attempts=(
-            attempt(),
-            attempt(provider="backup", key="#77e01d", url="http://127.0.0.1:8443/v1/chat",
-                    started=T0 + 0.75, ended=T0 + 2.0, status=200, result="200",
-                    verdict=None, cooldown=None, cooldown_scope=None),
-        ))
-    fields.update(overrides)
-    return CallTrace(**fields)  # type: ignore[arg-type]
 
 
 def recorded(trace: CallTrace) -> tuple[ReadableSpan, list[ReadableSpan]]:
@@ -169,80 +133,3 @@ def test_from_environment_needs_an_endpoint() -> None:
     assert not Tracing.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}).enabled
     assert not Tracing.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
                                          "OTEL_SDK_DISABLED": "true"}).enabled
-
-
-def test_unreachable_collector_does_not_hold_up_shutdown() -> None:
-    tracing = Tracing.from_environment(
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
-    assert tracing.enabled
-    tracing.record(call())
-    tracing.shutdown(timeout=1.0)  # returns (pytest-timeout would catch a hang) without raising
-    assert not tracing.enabled
-
-
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    posts: list[tuple[str, str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.posts.append((self.path, self.headers.get("Content-Type", ""), body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[int, list[tuple[str, str, bytes]]]]:
-    """An OTLP/HTTP endpoint on loopback that keeps what it is sent."""
-    posts: list[tuple[str, str, bytes]] = []
-    handler = type("Receiver", (_Receiver,), {"posts": posts})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    with ServedInThread(server):
-        yield server.server_address[1], posts
-
-
-def test_exports_to_an_otlp_http_receiver(
-        receiver: tuple[int, list[tuple[str, str, bytes]]]) -> None:
-    port, posts = receiver
-    tracing = Tracing.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}/",
-                                        "OTEL_SERVICE_NAME": "switchback-test"})
-    tracing.record(call())
-    assert posts == []  # batched, not sent during the call
-    tracing.shutdown()
-
-    assert len(posts) == 1
-    path, content_type, body = posts[0]
-    assert path == "/v1/traces"
-    assert content_type == "application/x-protobuf"
-    for expected in (b"chat gpt-4o", b"attempt openai", b"attempt backup", b"switchback-test"):
-        assert expected in body
-    assert b"sk-" not in body
-
-
-def test_works_without_opentelemetry() -> None:
-    script = textwrap.dedent("""
-        import logging, sys
-        sys.modules["opentelemetry"] = None  # a fresh interpreter: every import of it fails
-        logging.basicConfig(format="%(levelname)s %(message)s")
-        from switchback.shell.tracing import CallTrace, Tracing
-        tracing = Tracing()
-        tracing.record(CallTrace("chat", "m", None, "p", 0.0, 1.0, "ok", False, None, None,
-                                 None, None, None, None, ()))
-        tracing.shutdown()
-        assert not Tracing.from_environment({}).enabled
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
-        assert not Tracing.from_environment(env).enabled
-        print("ok")
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ADDON)}, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
-    warnings = done.stderr.strip().splitlines()
-    assert len(warnings) == 1
-    assert warnings[0].startswith("WARNING switchback: ")
-    assert "pip install 'switchback[otel]'" in warnings[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "addon" / "switchback"
+PACKAGE = Path(__file__).resolve().parents[2] / "addon" / "switchback"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("words", frozenset({"vocabulary", "jsonsafe", "trail"})),
     ("knowledge", frozenset({"protocols", "providers", "recognise", "redact"})),
