@@ -26,6 +26,7 @@ import secrets
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
+from ..protocols.envelope import error_body
 from .delivery import Committed
 
 logger = logging.getLogger(__name__)
@@ -200,8 +201,8 @@ class _Connection(asyncio.Protocol):
         self._next_request()
 
 
-_GONE_BODY = (b'{"error":{"message":"Switchback: this answer was not collected in time and is '
-              b'gone","type":"server_error","code":"switchback_stream_gone"}}')
+_GONE_BODY = error_body("Switchback: this answer was not collected in time and is gone",
+                        "server_error", "switchback_stream_gone")
 _GONE = (b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
          b"content-length: %d\r\n\r\n%s" % (len(_GONE_BODY), _GONE_BODY))
 

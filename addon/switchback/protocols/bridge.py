@@ -18,6 +18,7 @@ from typing import Any
 
 from ..jsonsafe import loads
 from ..vocabulary import Protocol
+from .envelope import error_body
 from .metered import Metered
 from .translate_request import chat_to_responses, responses_to_chat
 from .translate_response import chat_to_responses_response, responses_to_chat_response
@@ -32,12 +33,10 @@ class UnknownResponseId(Exception):
         self.response_id = response_id
 
     def body(self) -> bytes:
-        return json.dumps({"error": {
-            "message": f"Response with id '{self.response_id}' not found. Switchback does not "
-                       "have (or no longer has) that conversation to carry it over to "
-                       "this provider.",
-            "type": "invalid_request_error", "param": "previous_response_id",
-            "code": "previous_response_not_found"}}).encode()
+        return error_body(
+            f"Response with id '{self.response_id}' not found. Switchback does not have (or "
+            "no longer has) that conversation to carry it over to this provider.",
+            "invalid_request_error", "previous_response_not_found", "previous_response_id")
 
 
 @dataclass

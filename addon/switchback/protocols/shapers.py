@@ -17,6 +17,7 @@ from typing import Any, Protocol as Interface
 from ..vocabulary import Protocol
 from .kinds import (DONE, RESPONSES_PREAMBLE, RESPONSES_TERMINAL, chat_finished, is_done,
                     tracked_type)
+from .envelope import error_object
 from .sse import Event, encode
 
 BROKEN = "switchback_stream_broken"  # the error code of a stream closed by Switchback
@@ -49,8 +50,7 @@ class StreamShaper(Interface):
 
 def chat_error(message: str, code: str = BROKEN) -> bytes:
     """How a chat stream ends in failure: an error chunk, then `[DONE]` so SDKs stop."""
-    return encode({"error": {"message": message, "type": "server_error", "code": code}}) \
-        + encode(DONE)
+    return encode(error_object(message, "server_error", code)) + encode(DONE)
 
 
 class ChatPassthrough:
