@@ -37,7 +37,7 @@ import httpx  # noqa: E402
 
 from support import loopback_guard  # noqa: E402,F401  (refuse non-loopback sockets)
 from support.fakeprovider import chat_events, sse  # noqa: E402
-from support.proxy import free_port, running_proxy  # noqa: E402
+from support.proxy import running_proxy  # noqa: E402
 from support.tlsca import ServerCert, make_server_cert  # noqa: E402
 
 BARE = Path("/work/shared/bench/mitm_stream_sse.py")

@@ -17,7 +17,6 @@ on the next call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import math
