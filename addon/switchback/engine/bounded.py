@@ -11,7 +11,7 @@ timer, and the parser is gone, so the connection's loss feeds it nothing
 either. Whoever reads the body (the first-chunk gate, a committed stream's
 delivery, `read_body`) then waits for ever, whatever the timeouts say.
 (Read in aiohttp 3.14's `client_proto.py` and `_http_parser.pyx`, and
-shown by tests/test_bounded_reads.py.)
+shown by tests/engine/test_bounded_reads.py.)
 
 Whether it happens depends on how the provider's bytes arrive: when the
 head and the broken chunk come in one read, the error is raised at once

@@ -12,8 +12,8 @@ upstream does at the edges — checked with the openai SDK's own stream parser.
   out: the SDK would fail to parse it. Comments stay.
 
 In-process through the gate and delivery (by example and over random
-chunkings), through the dispatcher against a loopback server, and end to end
-through mitmdump with the real SDK.
+chunkings) and through the dispatcher against a loopback server; end to end
+through mitmdump with the real SDK in tests/e2e/test_stream_integrity_e2e.py.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
-from support.fakeprovider import CHAT as CHAT_PATH, RESPONSES as RESPONSES_PATH
-from support.fakeprovider import Reply, chat_events, response_events, sse, sse_bytes
+from support.fakeprovider import CHAT as CHAT_PATH
+from support.fakeprovider import chat_events, response_events, sse, sse_bytes
 from support.engine import wire
 from support.loopserver import LoopServer, Script
 from switchback.engine.delivery import Committed, deliver, first_bytes
@@ -42,7 +42,6 @@ from switchback.protocols.bridge import Bridge
 from switchback.protocols.sse import SseParser
 from switchback.recognise import recognise
 from switchback.vocabulary import FailureKind, Protocol
-from test_engine_e2e import chat_body, chat_text, config, post
 
 CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
 PAIRS = [(CHAT, CHAT), (RESPONSES, RESPONSES), (RESPONSES, CHAT), (CHAT, RESPONSES)]
@@ -309,60 +308,3 @@ def test_every_stream_ends_once_in_a_form_the_sdk_reads_however_cut(data, pair, 
     assert_ends_properly(body, client, answered)
     if client is upstream and ending == "whole":
         assert body == kept  # byte for byte, less only what no parser dispatches
-
-
-# ---------------------------------------------- end to end, through mitmdump
-
-
-@pytest.fixture
-def running(shared):
-    """A proxy whose streams must show an answer within a second; the fake
-    `primary` falls back to `backup`."""
-    primary, backup = shared.fake("primary"), shared.fake("backup")
-    return primary, backup, shared.proxy(config(primary, backup,
-                                                "timeouts: {first_byte: 1s}"))
-
-
-def test_e2e_a_provider_that_only_pings_times_out_and_the_backup_answers(running):
-    primary, backup, proxy = running
-    primary.script(Reply(raw=[b": ping\n\n"] * 80, raw_delay=0.5))  # 40 s of pings
-    answer = post(proxy, primary.base_url + CHAT_PATH, chat_body())
-    assert chat_text(answer.content)[0] == "hello from backup"
-    assert primary.count() == 1 and backup.count() == 1
-    assert "timeout" in proxy.output()
-
-
-CHAT_EVENTS = [sse(event) for event in chat_events("m", TEXT, usage=False)]
-RESPONSES_EVENTS = [sse(event) for event in response_events("m", TEXT)]
-
-
-def test_e2e_the_sdk_reads_a_stream_with_an_event_line_alone(running):
-    primary, backup, proxy = running
-    with proxy.openai(primary.base_url) as sdk:
-        primary.script(Reply(raw=[*CHAT_EVENTS[:3], b"event: ping\n\n", *CHAT_EVENTS[3:]]))
-        chunks = list(sdk.chat.completions.create(
-            model="m", stream=True, messages=[{"role": "user", "content": "x"}]))
-        assert chat_content(chunks) == TEXT
-        primary.script(Reply(raw=[*RESPONSES_EVENTS[:5], b"event: ping\n\n",
-                                  *RESPONSES_EVENTS[5:]]))
-        events = list(sdk.responses.create(model="m", input="x", stream=True))
-    assert events[-1].type == "response.completed" and backup.count() == 0
-
-
-def test_e2e_the_sdk_sees_the_error_of_a_stream_that_broke_into_garbage(running):
-    primary, backup, proxy = running
-    primary.script(Reply(raw=[*CHAT_EVENTS[:3], GARBAGE]))
-    with proxy.openai(primary.base_url) as sdk:
-        stream = sdk.chat.completions.create(model="m", stream=True,
-                                             messages=[{"role": "user", "content": "x"}])
-        with pytest.raises(openai.APIError, match="upstream stream"):
-            list(stream)
-
-
-def test_e2e_an_answer_cut_after_its_finish_reason_ends_with_one_done(running):
-    primary, backup, proxy = running
-    primary.script(Reply(raw=CHAT_EVENTS[:-1]))  # no [DONE]
-    answer = post(proxy, primary.base_url + CHAT_PATH, chat_body())
-    assert chat_text(answer.content) == (TEXT, ["stop"])
-    assert answer.content.endswith(b"\n\ndata: [DONE]\n\n")
-    assert answer.content.count(b"[DONE]") == 1

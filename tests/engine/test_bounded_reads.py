@@ -167,7 +167,7 @@ def test_under_aiohttps_pure_python_parser_the_same_breaks_are_transport_errors(
     # HttpProcessingError: the engine must count that as a transport failure too.
     done = subprocess.run(
         [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-         "-k", "garbage"], cwd=Path(__file__).parents[1], capture_output=True, text=True,
+         "-k", "garbage"], cwd=Path(__file__).parents[2], capture_output=True, text=True,
         timeout=240, env={**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"},
         stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
