@@ -96,7 +96,7 @@ def chat_events(model: str, text: str, usage: bool) -> list[Any]:
 
 
 def response_object(model: str, text: str, status: str = "completed", rid: str = "resp_fake",
-                    reasoning: dict | None = None) -> dict:
+                    reasoning: dict | None = None, usage: dict | None = None) -> dict:
     content = [{"type": "output_text", "text": text, "annotations": []}]
     answer = {"id": rid, "object": "response", "created_at": int(time.time()),
             "status": status, "model": model, "error": None, "incomplete_details": None,
@@ -104,16 +104,16 @@ def response_object(model: str, text: str, status: str = "completed", rid: str =
             "parallel_tool_calls": True,
             "output": [{"type": "message", "id": "msg_fake", "status": "completed",
                         "role": "assistant", "content": content}] if status == "completed" else [],
-            "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
-                      "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens_details": {"reasoning_tokens": 0}}}
+            "usage": usage or {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
+                               "input_tokens_details": {"cached_tokens": 0},
+                               "output_tokens_details": {"reasoning_tokens": 0}}}
     if reasoning is not None and status == "completed":
         answer["output"].insert(0, reasoning)
     return answer
 
 
 def response_events(model: str, text: str, rid: str = "resp_fake",
-                    reasoning: dict | None = None) -> list[Any]:
+                    reasoning: dict | None = None, usage: dict | None = None) -> list[Any]:
     start = response_object(model, text, status="in_progress", rid=rid)
     part = {"type": "output_text", "text": "", "annotations": []}
     item = {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant",
@@ -129,7 +129,7 @@ def response_events(model: str, text: str, rid: str = "resp_fake",
         events.append({"type": "response.output_text.delta", "item_id": "msg_fake",
                        "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []})
     done_part = {**part, "text": text}
-    final = response_object(model, text, rid=rid, reasoning=reasoning)
+    final = response_object(model, text, rid=rid, reasoning=reasoning, usage=usage)
     events += [
         {"type": "response.output_text.done", "item_id": "msg_fake", "output_index": 0,
          "content_index": 0, "text": text, "logprobs": []},
@@ -225,6 +225,10 @@ def _pieces(text: str) -> list[str]:
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
 
 
+def _prefix(items: list) -> str:
+    return json.dumps(items, sort_keys=True)
+
+
 def sealed_for(key: str | None) -> str:
     """Encrypted reasoning only `key`'s account can read."""
     return f"sealed-for-{key}"
@@ -275,6 +279,7 @@ class FakeProvider(ServedInThread):
         self.disconnects = 0  # streams whose client went away mid-way
         self.hangups: list[float] = []  # when a client went away while the fake waited to answer
         self.responses: dict[str, str | None] = {}  # response id → the key that made it
+        self.cache: dict[str | None, set[str]] = {}  # per key: input prefixes it has seen
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -298,6 +303,7 @@ class FakeProvider(ServedInThread):
             self.disconnects = 0
             self.hangups.clear()
             self.responses.clear()
+            self.cache.clear()
 
     def script(self, *replies: Reply) -> None:
         """Queue replies for the next requests, in order."""
@@ -307,6 +313,27 @@ class FakeProvider(ServedInThread):
     def count(self, path: str | None = None, key: str | None = None) -> int:
         return sum(1 for s in self.seen if (path is None or s.path.endswith(path))
                    and (key is None or s.key == key))
+
+    def cached_usage(self, body: dict, key: str | None, output: list[dict]) -> dict | None:
+        """Usage as an account's prompt cache makes it, for a call that names
+        its session (`prompt_cache_key`, as Codex sends): the input's tokens,
+        and as cached the longest prefix of its items this key has seen
+        before. What this turn sent and answered is then cached for the key."""
+        items = body.get("input")
+        if "prompt_cache_key" not in body or not isinstance(items, list):
+            return None
+        seen = self.cache.setdefault(key, set())
+        sizes = [max(1, len(json.dumps(item, sort_keys=True)) // 4) for item in items]
+        cached = 0
+        for n in range(len(items), 0, -1):
+            if _prefix(items[:n]) in seen:
+                cached = sum(sizes[:n])
+                break
+        whole = [*items, *output]
+        seen.update(_prefix(whole[:n]) for n in range(1, len(whole) + 1))
+        return {"input_tokens": sum(sizes), "output_tokens": 3, "total_tokens": sum(sizes) + 3,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens_details": {"reasoning_tokens": 0}}
 
     def _account_check(self, body: dict, key: str | None) -> tuple[int, dict] | None:
         """What a real provider refuses across accounts: another key's response
@@ -385,6 +412,9 @@ class FakeProvider(ServedInThread):
                 responses = path.endswith(RESPONSES)
                 if reply.status != 200 or reply.body is not None:
                     return self._send(reply.status, reply.body, reply.headers)
+                cached = fake.cached_usage(
+                    body, key, response_object(model, text, rid=rid, reasoning=reasoning)["output"]
+                ) if responses and not tool else None
                 if body.get("stream"):
                     usage = responses or bool(
                         (body.get("stream_options") or {}).get("include_usage"))
@@ -394,15 +424,16 @@ class FakeProvider(ServedInThread):
                         events = response_tool_events(model, tool, rid) if responses \
                             else chat_tool_events(model, tool, usage)
                     else:
-                        events = response_events(model, text, rid, reasoning) if responses \
-                            else chat_events(model, text, usage)
+                        events = response_events(model, text, rid, reasoning, cached) \
+                            if responses else chat_events(model, text, usage)
                     return self._stream(events, reply)
                 if tool:
                     answer = response_tool_object(model, tool, rid) if responses \
                         else chat_tool_completion(model, tool)
                 else:
-                    answer = response_object(model, text, rid=rid, reasoning=reasoning) \
-                        if responses else chat_completion(model, text)
+                    answer = response_object(model, text, rid=rid, reasoning=reasoning,
+                                             usage=cached) if responses \
+                        else chat_completion(model, text)
                 self._send(200, answer, reply.headers)
 
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None
