@@ -162,11 +162,14 @@ def test_run_command_line():
                            "--set", "confdir=/c", "--set", "connection_strategy=lazy",
                            "--set", "switchback_config=/s.yaml",
                            "--set", "switchback_intercept=all",
-                           "--set", "web_columns=tls,icon,path,method,status,size,time,comment",
+                           # one --set per column: mitmproxy does not split a list on commas
+                           *[arg for column in ("tls", "icon", "path", "method", "status",
+                                                "size", "time", "comment")
+                             for arg in ("--set", f"web_columns={column}")],
                            "-v"]
     own = cli.proxy_command("mitmweb", "::1", 9000, certs, None, False,
-                            ["--set", "web_columns=path,comment"])
-    assert own[-2:] == ["--set", "web_columns=path,comment"]
+                            ["--set", "web_columns=comment"])
+    assert own[-2:] == ["--set", "web_columns=comment"]
     assert sum("web_columns" in arg for arg in own) == 1
     plain = cli.proxy_command("mitmdump", "127.0.0.1", 8080, certs, None, False, [])
     assert plain[0] == str(BIN / "mitmdump")

@@ -233,8 +233,9 @@ def proxy_command(tool: str, host: str, port: int, certs: Path, config: Path | N
     if intercept_all:
         command += ["--set", "switchback_intercept=all"]
     if tool == "mitmweb" and not any("web_columns" in arg for arg in extra):
-        # The comment column shows each call's marks, attempt count and trail in the list.
-        command += ["--set", f"web_columns={','.join(WEB_COLUMNS)}"]
+        # The comment column shows each call's marks, trail and name in the list. A
+        # list option takes one `--set` per item: mitmproxy does not split on commas.
+        command += [arg for column in WEB_COLUMNS for arg in ("--set", f"web_columns={column}")]
     return command + list(extra)
 
 
