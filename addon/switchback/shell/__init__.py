@@ -1,12 +1,14 @@
 """The mitmproxy shell: small addons in mitmproxy's own style, composed in
 the entry script. `Runtime` owns the config and what is built from it;
 `Guards` refuses what must not be handled; `Calls` runs an LLM call's
-lifecycle; `Reporting` tells what happened; `Status` serves the state."""
+lifecycle; `Reporting` tells what happened; `LlmView` shows a call as a
+conversation and an answer; `Status` serves the state."""
 
 from __future__ import annotations
 
 from .calls import Calls
 from .guards import Guards
+from .llmview import LlmView
 from .reporting import Reporting
 from .runtime import Runtime
 from .status import Status
@@ -16,4 +18,5 @@ def addons() -> list[object]:
     """Switchback's addons, in hook order: guards answer before calls are handled."""
     runtime = Runtime()
     reporting = Reporting(runtime)
-    return [runtime, Guards(runtime), Calls(runtime, reporting), reporting, Status(runtime)]
+    return [runtime, Guards(runtime), Calls(runtime, reporting), reporting, LlmView(),
+            Status(runtime)]
