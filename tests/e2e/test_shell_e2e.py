@@ -88,16 +88,18 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
     else:
         client.chat.completions.create(model="m", messages=messages)
     seen = settled_flows(web_port, 3)
-    client_flows = [f for f in seen if not f["comment"].startswith("Switchback attempt")]
-    attempts = [f for f in seen if f["comment"].startswith("Switchback attempt")]
+    client_flows = [f for f in seen if not f["comment"].startswith("↪")]
+    attempts = [f for f in seen if f["comment"].startswith("↪")]
     assert len(client_flows) == 1
     flow = client_flows[0]
     assert (flow["request"]["host"], flow["request"]["port"], flow["request"]["path"]) == \
         ("localhost", primary.port, "/v1/chat/completions")
-    # The comment column (mitmweb's web_columns) shows the marks, the attempts, the
-    # tokens and cost (the fake's model "m" has no price), and the trail.
-    assert flow["comment"] == \
-        "🔀 2 attempts, 5 in, 3 out tokens, unpriced: primary 429 (retry 20s) → backup 200"
+    # The comment column (mitmweb's web_columns) shows the marks, the trail, the
+    # attempts, the tokens and cost (the fake's model "m" has no price), and the
+    # call's name, which its attempts' comments share.
+    name = flow["id"][:8]
+    assert flow["comment"] == ("🔀 primary 429 (retry 20s) → backup 200 · 2 attempts · "
+                               f"5 in, 3 out tokens, unpriced · call {name}")
     assert flow["response"]["status_code"] == 200
     assert flow["marked"] == "🔀"  # failed over
     # The answer's body is viewable, streamed or not.
@@ -106,7 +108,8 @@ def test_mitmweb_flow_shows_client_url_and_trail(fakes, proxy, stream):
     # Each upstream attempt is a flow of its own, linked to the client's.
     assert [(a["request"]["port"], a["response"]["status_code"]) for a in attempts] == \
         [(primary.port, 429), (backup.port, 200)]
-    assert all(flow["id"] in a["comment"] for a in attempts)
+    assert all(a["comment"].endswith(f"of call {name}") for a in attempts)
+    assert [a["marked"] for a in attempts] == ["↪", "↪"]
     everything = json.dumps(flows(web_port))
     assert "sk-client-key" not in everything and "sk-backup-literal" not in everything
     assert "<key #" in everything  # credentials shown as fingerprints
@@ -123,9 +126,10 @@ def test_mitmweb_shows_a_call_that_failed_over_and_was_translated_as_both(fakes,
         model="m", input="hi", stream=True))
     assert events[-1].type == "response.completed"
     (flow,) = [f for f in settled_flows(web_port, 4)
-               if not f["comment"].startswith("Switchback attempt")]
-    assert flow["comment"].startswith("🔀🔄 3 attempts, 5 in, 3 out tokens, unpriced: "
-                                      "primary 429 (retry 20s) → backup 404")
+               if not f["comment"].startswith("↪")]
+    assert flow["comment"].startswith("🔀🔄 primary 429 (retry 20s) → backup 404 (switch to "
+                                      "chat) → backup[chat] 200 · 3 attempts · 5 in, 3 out "
+                                      "tokens, unpriced · call ")
     assert flow["marked"] == "🔀"
 
 

@@ -28,6 +28,39 @@ from .upstream import TRANSPORT_ERRORS, transport_failure
 logger = logging.getLogger(__name__)
 
 
+class Tap:
+    """A bounded copy of what the provider sent for a committed stream — its
+    held head, then every read as it came — for a person to compare with
+    what the client got. Kept only when opened (somebody can look); until
+    the stream starts it holds the head, and lets go of it then."""
+
+    __slots__ = ("head", "redact", "kept", "limit")
+
+    def __init__(self, head: Head | None, redact: Callable[[bytes], bytes]) -> None:
+        self.head, self.redact = head, redact
+        self.kept: bytearray | None = None
+        self.limit = 0
+
+    def open(self, limit: int) -> None:
+        """Keep the first `limit` bytes, from the head on."""
+        if self.head is not None:
+            self.kept, self.limit = bytearray(self.head.raw()[:limit]), limit
+
+    def start(self) -> Callable[[bytes], None] | None:
+        """The stream starts: how to keep a read, or None when nobody looks."""
+        self.head = None
+        return self.keep if self.kept is not None else None
+
+    def keep(self, data: bytes) -> None:
+        kept = self.kept
+        if kept is not None and len(kept) < self.limit:
+            kept += data[:self.limit - len(kept)]
+
+    def sent(self) -> bytes | None:
+        """What was kept, cleared of secrets; None when nothing was."""
+        return None if self.kept is None else self.redact(bytes(self.kept))
+
+
 @dataclass
 class Committed:
     """A stream that passed the gate: status, headers, the client's bytes of
@@ -44,6 +77,7 @@ class Committed:
     shown: bytearray | None = None  # a bounded copy of what the client got, when wanted
     shown_limit: int = 0
     broke: str | None = None  # why the client got an error after part of the answer
+    upstream: Tap | None = None  # what the provider sent, when somebody can look
 
     def show(self, data: bytes) -> None:
         """Keep (the start of) what was delivered, for a person to look at later."""
@@ -80,16 +114,19 @@ def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], byte
 
 async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: StreamShaper,
                   redact: Callable[[bytes], bytes], completed: Callable[[], None],
-                  broke: Callable[[str], None] = lambda why: None
-                  ) -> AsyncGenerator[bytes, None]:
+                  broke: Callable[[str], None] = lambda why: None,
+                  tap: Tap | None = None) -> AsyncGenerator[bytes, None]:
     """The client's bytes of a committed stream after its head. At its end
     exactly one of two runs: `completed` when the client got a whole answer,
     `broke` (with why) when it got its protocol's error instead. A client
     that hangs up first gets neither."""
+    keep = tap.start() if tap is not None else None
     try:
         cut: FailureKind | None = None
         try:
             async for chunk in chunks:
+                if keep is not None:
+                    keep(chunk)
                 out = shape(shaper, parser.feed(chunk))
                 if out:
                     yield redact(out)

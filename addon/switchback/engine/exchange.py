@@ -20,7 +20,7 @@ from ..protocols.shapers import StreamShaper
 from ..protocols.sse import EventTooLarge, SseParser
 from ..redact import Redactor
 from ..vocabulary import FailureKind, Protocol
-from .delivery import Committed, deliver, first_bytes
+from .delivery import Committed, Tap, deliver, first_bytes
 from .gate import Head, read_head
 from .headers import response_headers
 from .results import AttemptRecord
@@ -50,9 +50,11 @@ class Held:
         def broke(why: str) -> None:
             made[0].broke = why
 
+        tap = Tap(self.head, redact)
         made.append(Committed(200, headers, first,
-                              deliver(self.chunks, self.parser, shaper, redact, completed, broke),
-                              self.reply.close, shaper))
+                              deliver(self.chunks, self.parser, shaper, redact, completed, broke,
+                                      tap),
+                              self.reply.close, shaper, upstream=tap))
         return made[0]
 
 

@@ -131,6 +131,8 @@ class Calls:
             return
         if self.keep_bodies:
             delivery.shown, delivery.shown_limit = bytearray(), SHOWN_BODY
+            if delivery.upstream is not None:  # what the provider sent, for its attempt's flow
+                delivery.upstream.open(SHOWN_BODY)
             self.showing[flow.id] = delivery
         relay = self.runtime.relay
         if not relay.port:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from mitmproxy import connection, ctx, flow, http, log
 
 from ..engine.charge import Bill
+from ..engine.delivery import Committed
 from ..engine.results import AttemptRecord, Result
 from ..recognise import LlmCall
 from ..vocabulary import CallOutcome
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 # mitmweb marks a flow with one emoji (by its shortcode); the comment shows them all.
 MARKS = {"failed over": (":twisted_rightwards_arrows:", "🔀"),
          "translated": (":arrows_counterclockwise:", "🔄")}
+ATTEMPT_MARK = (":arrow_right_hook:", "↪")  # an attempt's flow: not a call a client made
+CALL_NAME = 8  # characters of a flow id that name its call in comments (`~comment NAME`)
 
 
 class Reporting:
@@ -56,18 +60,31 @@ class Reporting:
         metrics.observe(result, bill)
         if tracing.enabled:
             tracing.record(call_trace(call, result, bill, started, ended))
+        delivery = result.delivery
+        if isinstance(delivery, Committed) and result.attempts:
+            # The attempt that served a stream lasted as long as the stream, and
+            # sent what its tap kept (when somebody can look).
+            served = result.attempts[-1]
+            served.ended = ended
+            sent = delivery.upstream.sent() if delivery.upstream is not None else None
+            if sent is not None:
+                served.response_body = sent
         marks = [name for name, happened in (
             ("failed over", result.failures and result.served_by is not None),
             ("translated", result.switched)) if happened]
         if marks:
             flow.marked = MARKS[marks[0]][0]
-        spent = bill.text()
-        flow.comment = flow_comment(result, "".join(MARKS[m][1] for m in marks), spent)
-        flow.metadata["switchback"] = {"trail": str(result.trail),
-                                       "outcome": result.outcome.value,
-                                       "attempts": len(result.attempts), "marks": marks,
-                                       "principal": bill.principal, **bill.figures()}
-        served = f" via {result.served_by.label}" if result.served_by else ""
+        spent, name, by = bill.text(), flow.id[:CALL_NAME], result.served_by
+        flow.comment = flow_comment(result, "".join(MARKS[m][1] for m in marks), name, spent)
+        flow.metadata["switchback"] = {
+            "call": name, "protocol": call.protocol.value, "model": call.model,
+            "served": None if by is None else {
+                "provider": by.provider.name, "model": by.model, "protocol": by.protocol.value,
+                "answered": bill.usage.model if bill.usage else None},
+            "trail": str(result.trail), "outcome": result.outcome.value,
+            "attempts": len(result.attempts), "marks": marks, "principal": bill.principal,
+            **bill.figures()}
+        served = f" via {by.label}" if by else ""
         if self.announce:
             logger.info(f"switchback: {call.protocol} {call.model}"
                         f"{' stream' if call.stream else ''} → {result.outcome}{served}, "
@@ -75,18 +92,20 @@ class Reporting:
                         f"{', ' + spent if spent else ''}: {result.trail}")
         view = ctx.master.addons.get("view")
         if view is not None:
-            view.add([attempt_flow(flow, record, n, len(result.attempts))
+            view.add([attempt_flow(flow, record, n, len(result.attempts), name)
                       for n, record in enumerate(result.attempts, 1)])
             if view.get_by_id(flow.id) is not None:  # a stream ended after its flow showed
                 view.update([flow])
 
 
-def flow_comment(result: Result, icons: str, spent: str = "") -> str:
-    """What mitmweb's comment column shows: the marks, the attempts, tokens
-    and cost, the trail."""
+def flow_comment(result: Result, icons: str, name: str, spent: str = "") -> str:
+    """What mitmweb's comment column shows, most telling first: the marks,
+    the trail, the attempt count, tokens and cost, and the call's name,
+    which its attempts' comments share (filter `~comment NAME`)."""
     count = len(result.attempts)
-    return f"{icons + ' ' if icons else ''}{count} attempt{'s' if count != 1 else ''}" \
-           f"{', ' + spent if spent else ''}: {result.trail}"
+    return " · ".join(part for part in (
+        f"{icons + ' ' if icons else ''}{result.trail}",
+        f"{count} attempt{'s' if count != 1 else ''}", spent, f"call {name}") if part)
 
 
 def call_trace(call: LlmCall, result: Result, bill: Bill, started: float,
@@ -114,22 +133,40 @@ def call_trace(call: LlmCall, result: Result, bill: Bill, started: float,
         error_type=result.outcome.name.lower() if failed else None)
 
 
-def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int
+def reason_phrase(status: int) -> bytes:
+    """The standard phrase (mitmproxy's table lacks 429); none for a code like 529."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def attempt_flow(parent: http.HTTPFlow, record: AttemptRecord, n: int, total: int, name: str
                  ) -> http.HTTPFlow:
-    """One upstream attempt as a flow of its own for mitmweb."""
+    """One upstream attempt as a flow of its own for mitmweb: marked, named
+    after its call, listed right after it, with the request as sent and the
+    answer as it came — status, reason, headers and body (a stream's too,
+    when kept), its real timing, and no header the provider did not send."""
     parts = urlsplit(record.url)
     server = connection.Server(address=(parts.hostname or "", parts.port or 443))
     attempt = http.HTTPFlow(parent.client_conn, server)
+    attempt.timestamp_created = record.started
     attempt.request = http.Request.make("POST", record.url, record.body, http.Headers(
         [(k.encode(), v.encode()) for k, v in record.headers]))
     attempt.request.timestamp_start = attempt.request.timestamp_end = record.started
     if record.status is not None:
-        attempt.response = http.Response.make(record.status, record.response_body, http.Headers(
-            [(k.encode(), v.encode()) for k, v in record.response_headers]))
-        attempt.response.timestamp_start = attempt.response.timestamp_end = record.ended
+        answered = record.started + (record.first_byte or 0.0)
+        attempt.response = http.Response(
+            b"HTTP/1.1", record.status, reason_phrase(record.status),
+            http.Headers([(k.encode(), v.encode()) for k, v in record.response_headers]),
+            record.response_body, None, answered, max(record.ended, answered))
     else:
         attempt.error = flow.Error(record.result)
-    attempt.comment = f"Switchback attempt {n}/{total} for flow {parent.id}: {record.result}"
+    attempt.marked = ATTEMPT_MARK[0]
+    attempt.comment = f"{ATTEMPT_MARK[1]} {record.result} · attempt {n}/{total} of call {name}"
     attempt.metadata["switchback_call"] = parent.id
+    attempt.metadata["switchback_attempt"] = {"call": name, "n": n, "of": total,
+                                              "provider": record.provider, "key": record.key,
+                                              "result": record.result}
     attempt.live = False
     return attempt
