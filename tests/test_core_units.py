@@ -128,7 +128,7 @@ QUOTA = body({"error": {"message": "You exceeded your current quota",
 
 VERDICTS = [
     ("200 ok", Outcome(200, body=body({"choices": []})), Action.DELIVER, None),
-    ("429 rate", Outcome(429, body=RATE), Action.NEXT_KEY, Scope.KEY),
+    ("429 rate", Outcome(429, body=RATE), Action.NEXT_KEY, Scope.KEY_MODEL),
     ("429 quota", Outcome(429, body=QUOTA), Action.NEXT_KEY, Scope.KEY),
     ("402 billing", Outcome(402, body=b"{}"), Action.NEXT_KEY, Scope.KEY),
     ("429 too large", Outcome(429, body=body({"error": {
@@ -153,7 +153,7 @@ VERDICTS = [
      Action.NEXT_PROVIDER, Scope.MODEL),
     ("404 endpoint", Outcome(404, body=b""), Action.SWITCH_PROTOCOL, None),
     ("first event rate", Outcome(200, body=RATE, failure=FailureKind.ERROR_EVENT), Action.NEXT_KEY,
-     Scope.KEY),
+     Scope.KEY_MODEL),
     ("first event other", Outcome(200, body=body({"error": {"message": "overloaded"}}),
                                   failure=FailureKind.ERROR_EVENT), Action.NEXT_PROVIDER, Scope.MODEL),
     ("200 with error body", Outcome(200, body=body({"error": {"message": "internal"}})),
@@ -166,7 +166,7 @@ VERDICTS = [
         "message": "You exceeded your current quota, please check your plan",
         "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
             {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]}]}}])),
-     Action.NEXT_KEY, Scope.KEY),
+     Action.NEXT_KEY, Scope.KEY_MODEL),
     ("429 x-should-retry false is quota", Outcome(429, {"x-should-retry": "false"}, RATE),
      Action.NEXT_KEY, Scope.KEY),
     ("html for a stream", Outcome(200, body=b"<html>502</html>", failure=FailureKind.NOT_A_STREAM),
@@ -175,7 +175,7 @@ VERDICTS = [
                                        failure=FailureKind.NOT_A_STREAM),
      Action.NEXT_PROVIDER, Scope.MODEL),
     ("an error not streamed", Outcome(200, body=RATE, failure=FailureKind.NOT_A_STREAM),
-     Action.NEXT_KEY, Scope.KEY),
+     Action.NEXT_KEY, Scope.KEY_MODEL),
     ("unexpected endpoint for a stream", Outcome(200, body=body(
         {"error": "Unexpected endpoint or method. (POST /v1/responses)"}),
         failure=FailureKind.NOT_A_STREAM), Action.SWITCH_PROTOCOL, None),

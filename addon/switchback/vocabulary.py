@@ -46,6 +46,7 @@ class FailureKind(enum.StrEnum):
     NO_ANSWER = "stream ended before an answer"
     MALFORMED = "malformed stream"
     TOO_LARGE = "event too large"
+    NOT_AN_ANSWER = "not an answer"  # a whole 2xx answer that is empty, HTML or not JSON
 
     @property
     def transport(self) -> bool:
@@ -70,6 +71,7 @@ class Reason(enum.StrEnum):
     ERROR_EVENT = "error event"
     BAD_STREAM = "bad stream"  # not SSE, malformed, no answer, oversized event
     CONTEXT_LENGTH = "context length"
+    NOT_AN_ANSWER = "not an answer"  # a 3xx, or a 2xx whose body is no answer (HTML, empty)
     CLIENT_ERROR = "client error"
     UNKNOWN_RESPONSE = "unknown response"  # previous_response_id this candidate cannot continue
     REMAINING_ZERO = "remaining 0"  # a success that emptied its bucket
@@ -77,6 +79,21 @@ class Reason(enum.StrEnum):
     TLS = FailureKind.TLS.value
     RESET = FailureKind.RESET.value
     TIMEOUT = FailureKind.TIMEOUT.value
+
+
+class Retry(enum.StrEnum):
+    """Why an attempt went to the candidate that had just failed, instead of
+    the next one. The value is the metrics label."""
+
+    TRANSIENT = "transient"  # a one-off 5xx, reset or page: once more after a short pause
+    HINTED = "hinted"  # the addressed candidate said it is back within max_wait: waited
+
+
+class ProbeResult(enum.StrEnum):
+    """How a probe of a scope cooling on Switchback's own backoff ended."""
+
+    RECOVERED = "recovered"  # served: the scope is cleared at once
+    FAILED = "failed"
 
 
 class Quirk(enum.StrEnum):

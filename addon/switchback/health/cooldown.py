@@ -20,6 +20,12 @@ class Cooling:
     until: float
     reason: Reason
     no_retry: bool = False
+    # When one live call may try the scope again before `until` (epoch seconds):
+    # only a cooldown on Switchback's own backoff has one, never a provider's hint.
+    probe_at: float | None = None
+
+    def probe_due(self, now: float) -> bool:
+        return self.probe_at is not None and self.probe_at <= now < self.until
 
 
 @dataclass(frozen=True)
@@ -36,13 +42,23 @@ class CooldownPolicy:
     """Seconds: `floor` is the first backoff, `ceiling` caps every cooldown
     except the long one, `long` is for quota, billing and dead keys, `jitter`
     is the largest fraction added to a backoff, and failures further apart
-    than `window` do not add up."""
+    than `window` do not add up. A cooldown on the policy's own backoff (no
+    hint) is `probe`d that long after its failure (0: never)."""
 
     floor: float = 1.0
     ceiling: float = 300.0
     long: float = 3600.0
     jitter: float = 0.2
     window: float = 60.0
+    probe: float = 10.0
+
+    def probe_at(self, now: float, seconds: float, hinted: bool, long: bool) -> float | None:
+        """When a cooldown of `seconds` begun `now` may be probed: never when the
+        provider said how long (its hint is never probed early), nor for a
+        spent or dead key, nor when it ends before a probe would be due."""
+        if hinted or long or not self.probe or self.probe >= seconds:
+            return None
+        return now + self.probe
 
     def strike(self, strikes: Strikes, now: float, started: float) -> Strikes | None:
         """`strikes` after one more failure, of an attempt begun at `started`.

@@ -28,8 +28,9 @@ class Action(enum.Enum):
 
 
 class Scope(enum.Enum):
-    KEY = "key"  # (provider, key fingerprint)
-    MODEL = "model"  # (provider, model)
+    KEY = "key"  # (provider, key fingerprint): account signals
+    MODEL = "model"  # (provider, model): outages of what serves a model
+    KEY_MODEL = "key_model"  # (provider, key fingerprint, model): rate limits, per model
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,15 @@ _QUOTA = re.compile(r"insufficient_quota|billing|insufficient.?balance|exceeded 
                     r"|out of credits|credit balance|payment required", re.I)
 _MODEL_MISSING = re.compile(r"model_not_found|model .*(does not exist|not found)|unknown model|"
                             r"no such model|invalid model", re.I)
-_CONTEXT = re.compile(r"context_length_exceeded|context length|maximum context|too many tokens", re.I)
+# A prompt too long for the model, in each provider's words: OpenAI's code, Anthropic's
+# "prompt is too long", Gemini's "input token count … exceeds the maximum number of
+# tokens", Mistral's and vLLM's "maximum context length", llama.cpp's
+# "exceeds the available context size" (exceed_context_size_error).
+_CONTEXT = re.compile(
+    r"context_length_exceeded|context.length|maximum context|too many tokens|"
+    r"prompt is too long|input token count.*exceeds|exceeds? the maximum number of tokens|"
+    r"exceeds? the available context|exceed_context_size|context window|"
+    r"input is too long|too long for (?:the |this )?model", re.I | re.S)
 
 
 def endpoint_missing(status: int, info: ErrorRecord) -> bool:
@@ -122,8 +131,11 @@ def judge(outcome: Outcome, now: float) -> Verdict:
             return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
         if info.enveloped:  # an error object, just not streamed
             return _stream_error(info, hints)
-        return Verdict(Action.NEXT_PROVIDER, Reason.BAD_STREAM, Cooldown(Scope.MODEL, after=2),
-                       hints)
+        # A page (HTML, empty, text) where an answer was due, whole or streamed.
+        page = failure is FailureKind.NOT_AN_ANSWER or (
+            failure is FailureKind.NOT_A_STREAM and not answer_shaped(outcome.body))
+        reason = Reason.NOT_AN_ANSWER if page else Reason.BAD_STREAM
+        return Verdict(Action.NEXT_PROVIDER, reason, Cooldown(Scope.MODEL, after=2), hints)
     assert status is not None
     if 200 <= status < 300:  # a JSON answer that mentions "error"
         if isinstance(info.raw, dict) and info.raw.get("error") is not None:
@@ -132,6 +144,9 @@ def judge(outcome: Outcome, now: float) -> Verdict:
             if not ({"choices", "output"} & info.raw.keys()):
                 return _stream_error(info, hints)
         return Verdict(Action.DELIVER, Reason.OK, hints=hints)
+    if 300 <= status < 400:  # a misrouted base URL, a login page: no answer
+        return Verdict(Action.NEXT_PROVIDER, Reason.NOT_AN_ANSWER,
+                       Cooldown(Scope.MODEL, after=2), hints)
     if endpoint_missing(status, info):
         return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
     if status in (401, 403):
@@ -148,28 +163,51 @@ def judge(outcome: Outcome, now: float) -> Verdict:
         if status == 402 or hints.per_day or hints.should_retry is False or worded:
             return Verdict(Action.NEXT_KEY, Reason.QUOTA, Cooldown(Scope.KEY, long=True), hints,
                            no_retry=True)
-        return Verdict(Action.NEXT_KEY, Reason.RATE_LIMIT, Cooldown(Scope.KEY), hints)
+        # Rate limits are per model at OpenAI, Anthropic and Gemini: the key still
+        # serves its other models.
+        return Verdict(Action.NEXT_KEY, Reason.RATE_LIMIT, Cooldown(Scope.KEY_MODEL), hints)
     if status == 404 and _MODEL_MISSING.search(info.text):
         return Verdict(Action.NEXT_PROVIDER, Reason.MODEL_MISSING,
                        Cooldown(Scope.MODEL, long=True), hints)
     if status in (503, 529):
-        return Verdict(Action.NEXT_PROVIDER, Reason.OVERLOADED, Cooldown(Scope.MODEL), hints)
+        # A 503 without a hint may be a one-off, like a 500; Anthropic's 529 is not.
+        strikes = 2 if status == 503 and hints.wait is None else 1
+        return Verdict(Action.NEXT_PROVIDER, Reason.OVERLOADED,
+                       Cooldown(Scope.MODEL, after=strikes), hints)
     if status in (408, 409) or status >= 500:
         strikes = 1 if hints.wait is not None else 2
         return Verdict(Action.NEXT_PROVIDER, Reason.SERVER_ERROR,
                        Cooldown(Scope.MODEL, after=strikes), hints)
-    reason = Reason.CONTEXT_LENGTH if _CONTEXT.search(info.text) else Reason.CLIENT_ERROR
-    return Verdict(Action.PASS_THROUGH, reason, hints=hints)
+    return Verdict(Action.PASS_THROUGH, Reason.CONTEXT_LENGTH if too_long(status, info)
+                   else Reason.CLIENT_ERROR, hints=hints)
+
+
+def answer_shaped(body: bytes) -> bool:
+    """Whether a whole 2xx body can be an answer: JSON, so an object (or a
+    list) from end to end. An HTML error page, an empty body or plain text
+    is not; read from its two ends only, so an answer costs nothing more."""
+    head, tail = body[:64].lstrip(), body[-64:].rstrip()
+    if not head or not tail:
+        head, tail = body.lstrip()[:1], body.rstrip()[-1:]
+    return head[:1] in (b"{", b"[") and tail[-1:] in (b"}", b"]")
+
+
+def too_long(status: int | None, info: ErrorRecord) -> bool:
+    """A refusal of a prompt too long for the model (or a 413): a model with a
+    larger context might serve it; this one never will."""
+    return status == 413 or bool(_CONTEXT.search(info.text))
 
 
 def _stream_error(info: ErrorRecord, hints: Hints) -> Verdict:
     """An error that came with a 200: read its code like a status would be."""
-    if info.type == "invalid_request_error" or _CONTEXT.search(info.text):
+    if too_long(None, info):
+        return Verdict(Action.PASS_THROUGH, Reason.CONTEXT_LENGTH, hints=hints)
+    if info.type == "invalid_request_error":
         return Verdict(Action.PASS_THROUGH, Reason.CLIENT_ERROR, hints=hints)
     if hints.per_day or _QUOTA.search(info.text):
         return Verdict(Action.NEXT_KEY, Reason.QUOTA, Cooldown(Scope.KEY, long=True), hints,
                        no_retry=True)
     if re.search(r"rate.?limit", info.text):
-        return Verdict(Action.NEXT_KEY, Reason.RATE_LIMIT, Cooldown(Scope.KEY), hints)
+        return Verdict(Action.NEXT_KEY, Reason.RATE_LIMIT, Cooldown(Scope.KEY_MODEL), hints)
     return Verdict(Action.NEXT_PROVIDER, Reason.ERROR_EVENT, Cooldown(Scope.MODEL, after=2),
                    hints)
