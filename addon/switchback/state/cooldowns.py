@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 from ..health.cooldown import Cooling, CooldownPolicy, Strikes
 from ..health.verdict import Scope, Verdict
 from ..vocabulary import Reason
-from .stores import Store
+from .stores import MemoryStore, Store
 
 Clock = Callable[[], float]
-ScopeKey = tuple[str, str, str]  # (kind, provider, key fingerprint or model)
+# (kind, provider, key fingerprint or model), or (kind, provider, fingerprint, model)
+ScopeKey = tuple[str, ...]
 
 
 def key_scope(provider: str, fingerprint: str) -> ScopeKey:
@@ -30,13 +31,39 @@ def model_scope(provider: str, model: str) -> ScopeKey:
     return (Scope.MODEL.value, provider, model)
 
 
+def key_model_scope(provider: str, fingerprint: str, model: str) -> ScopeKey:
+    return (Scope.KEY_MODEL.value, provider, fingerprint, model)
+
+
+@dataclass(frozen=True)
+class Scopes:
+    """The three scopes one candidate (provider, key, model) answers to."""
+
+    key: ScopeKey
+    model: ScopeKey
+    key_model: ScopeKey
+
+    @classmethod
+    def of(cls, provider: str, fingerprint: str, model: str) -> Scopes:
+        return cls(key_scope(provider, fingerprint), model_scope(provider, model),
+                   key_model_scope(provider, fingerprint, model))
+
+    def __iter__(self) -> Iterator[ScopeKey]:
+        return iter((self.key, self.model, self.key_model))
+
+    def __getitem__(self, scope: Scope) -> ScopeKey:
+        return {Scope.KEY: self.key, Scope.MODEL: self.model,
+                Scope.KEY_MODEL: self.key_model}[scope]
+
+
 class Health:
     """Cooldowns with backoff memory; the policy decides how long."""
 
     def __init__(self, cooldowns: Store, strikes: Store, uses: Store,
                  policy: CooldownPolicy = CooldownPolicy(), clock: Clock = time.time,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, probes: Store | None = None) -> None:
         self._cooldowns, self._strikes, self._uses = cooldowns, strikes, uses
+        self._probes = probes if probes is not None else MemoryStore(clock=clock)
         self.policy, self.clock, self.rand = policy, clock, rand
 
     def cooling(self, scope: ScopeKey) -> Cooling | None:
@@ -44,14 +71,18 @@ class Health:
         return entry if entry is not None and entry.until > self.clock() else None
 
     def record(self, verdict: Verdict, key: ScopeKey, model: ScopeKey,
-               started: float | None = None) -> float | None:
-        """Apply a failure verdict's cooldown for an attempt begun at `started`;
-        returns the cooldown in seconds, or None when the failure earns none
-        (yet, or any more: its burst was already answered)."""
+               started: float | None = None, key_model: ScopeKey | None = None
+               ) -> float | None:
+        """Apply a failure verdict's cooldown to the scope it names — the key,
+        the model, or the key for that model (without `key_model`, the key) —
+        for an attempt begun at `started`; returns the cooldown in seconds, or
+        None when the failure earns none (yet, or any more: its burst was
+        already answered)."""
         cooldown = verdict.cooldown
         if cooldown is None:
             return None
-        scope = key if cooldown.scope is Scope.KEY else model
+        scope = {Scope.KEY: key, Scope.MODEL: model,
+                 Scope.KEY_MODEL: key_model or key}[cooldown.scope]
         now = self.clock()
         strikes = self._strikes.get(scope) or Strikes()
         counted = self.policy.strike(strikes, now, now if started is None else started)
@@ -77,14 +108,65 @@ class Health:
         else:
             seconds = self.policy.duration(hint, counted.count, self.rand())
         if seconds:
-            self.cool(scope, seconds, verdict.reason, verdict.no_retry)
+            self.cool(scope, seconds, verdict.reason, verdict.no_retry,
+                      self.policy.probe_at(now, seconds, hint is not None, cooldown.long))
             counted = replace(counted, reacted=now)
         self._strikes.put(scope, counted, self.policy.window)
         return seconds
 
     def cool(self, scope: ScopeKey, seconds: float, reason: Reason,
-             no_retry: bool = False) -> None:
-        self._cooldowns.put(scope, Cooling(self.clock() + seconds, reason, no_retry), seconds)
+             no_retry: bool = False, probe_at: float | None = None) -> None:
+        self._cooldowns.put(scope, Cooling(self.clock() + seconds, reason, no_retry, probe_at),
+                            seconds)
+
+    def strikes(self, scope: ScopeKey) -> Strikes | None:
+        return self._strikes.get(scope)
+
+    def failed_recently(self, scope: ScopeKey) -> bool:
+        """More than one failure of `scope` counted within the window: the
+        latest was not its first."""
+        strikes = self._strikes.get(scope)
+        return strikes is not None and strikes.count > 1
+
+    # probes: one live call tries a scope cooling on our own backoff
+
+    def probing(self, scope: ScopeKey) -> bool:
+        """A probe of `scope` is under way (here or, shared, on any replica)."""
+        return self._probes.get(scope) is not None
+
+    async def claim_probe(self, scopes: list[ScopeKey]) -> bool:
+        """Claim the probe of every scope in `scopes` (each due): True when
+        this call may try them — one at a time per scope, and with shared
+        state one per probe interval across replicas."""
+        ttl = max(self.policy.probe, 1.0)
+        claimed: list[ScopeKey] = []
+        for scope in scopes:
+            if not await self._probes.claim(scope, self.clock(), ttl):
+                for mine in claimed:  # all or none: another probe holds one of them
+                    self._probes.delete(mine)
+                return False
+            claimed.append(scope)
+        return True
+
+    def release_probe(self, scopes: list[ScopeKey]) -> None:
+        """A probe ended without recovering: the failure it recorded set the
+        next probe's time, so another call may claim that one."""
+        for scope in scopes:
+            if self._probes.get(scope) is not None:
+                self._probes.delete(scope)
+
+    def recovered(self, scopes: list[ScopeKey]) -> None:
+        """A probe served: the scopes it tried are well again, at once (a
+        provider's own hint, if one came meanwhile, still stands)."""
+        for scope in scopes:
+            cooling = self._cooldowns.get(scope)
+            if cooling is not None and cooling.probe_at is not None:
+                self._cooldowns.delete(scope)
+            if self._probes.get(scope) is not None:
+                self._probes.delete(scope)
+
+    def probes(self) -> list[tuple[ScopeKey, float]]:
+        return list(self._probes.items())
 
     def used(self, scope: ScopeKey) -> None:
         self._uses.put(scope, self.clock(), 86_400)

@@ -35,7 +35,8 @@ class Learned:
              protocol_ttl: float = DAY, conversation_ttl: float = DAY,
              clock: Callable[[], float] = time.time,
              rand: Callable[[], float] = random.random) -> Learned:
-        return cls(stores, Health(stores.cooldowns, stores.strikes, stores.uses, policy, clock, rand),
+        return cls(stores, Health(stores.cooldowns, stores.strikes, stores.uses, policy, clock, rand,
+                                   stores.probes),
                    ProtocolMemory(stores.protocols, protocol_ttl),
                    Conversations(stores.conversations, stores.affinity, conversation_ttl),
                    Quirks(stores.quirks))

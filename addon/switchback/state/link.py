@@ -317,6 +317,24 @@ class Link:
             return None
         return value, self.clock() + ttl / 1000
 
+    async def claim(self, kind: str, key: str, value: str, ttl: float) -> bool | None:
+        """Set `key` only if Redis holds none (SET NX): True when this replica got
+        it, False when another holds it or Redis was slow to say, None when
+        Redis is away (the caller decides alone)."""
+        if not self.healthy or self._client is None:
+            return None
+        answer = asyncio.ensure_future(self._client.set(
+            self.redis_key(kind, key), value, nx=True, px=max(1, int(ttl * 1000))))
+        answer.add_done_callback(lambda t: t.cancelled() or t.exception())
+        done, _ = await asyncio.wait({answer}, timeout=FETCH_TIMEOUT)
+        if not done:
+            return False  # it may yet land: better no probe than two
+        try:
+            return bool(answer.result())
+        except (RedisError, OSError) as exc:
+            self._lost(f"lost ({type(exc).__name__}); running on this replica's memory")
+            return None
+
     async def _load(self, client: aioredis.Redis, kind: str, store: SharedStore) -> None:
         """Read one mirrored kind back into its near cache."""
         names = [name async for name in client.scan_iter(match=self.redis_key(kind, "*"),
@@ -393,6 +411,24 @@ class SharedStore:
         self.local.clear()
         self.link.queue(Op(self.kind, "clear", publish=True))
 
+    async def claim(self, key: Hashable, value: Any, ttl: float) -> bool:
+        """`value` at `key` unless anybody holds it: this replica's copy first,
+        then Redis, atomically (SET NX); while Redis is away, this replica alone."""
+        if self.local.get(key) is not None:
+            return False
+        text = self.codec.encode(value)
+        got = await self.link.claim(self.kind, key_text(key), text, ttl)
+        if got is False or self.local.get(key) is not None:
+            return False
+        self.local.put(key, value, ttl)
+        if got is None:  # Redis away: kept aside like any write
+            self.link.queue(Op(self.kind, "put", key_text(key), text,
+                               self.link.clock() + ttl, self.mirrored))
+        elif self.mirrored:  # tell the others' near caches (Redis holds it already)
+            self.link.queue(Op(self.kind, "put", key_text(key), text,
+                               self.link.clock() + ttl, True))
+        return True
+
     async def fetch(self, key: Hashable) -> Any | None:
         """The value, from the near cache, else from Redis (briefly)."""
         value = self.local.get(key)
@@ -423,7 +459,9 @@ class SharedStore:
 
 def _cooling(text: str) -> Cooling:
     data = json.loads(text)
-    return Cooling(float(data["until"]), Reason(data["reason"]), bool(data.get("no_retry")))
+    probe_at = data.get("probe_at")
+    return Cooling(float(data["until"]), Reason(data["reason"]), bool(data.get("no_retry")),
+                   None if probe_at is None else float(probe_at))
 
 
 def _strikes(text: str) -> Strikes:
@@ -437,7 +475,8 @@ def _dump(value: Any) -> str:
 
 CODECS = {
     "cooldowns": Codec(lambda c: _dump({"until": c.until, "reason": c.reason.value,
-                                        "no_retry": c.no_retry}), _cooling,
+                                        "no_retry": c.no_retry, "probe_at": c.probe_at}),
+                       _cooling,
                        newer=lambda mine, theirs: theirs if theirs.until > mine.until else mine),
     "strikes": Codec(lambda s: _dump({"count": s.count, "last": s.last, "reacted": s.reacted}),
                      _strikes),
@@ -447,8 +486,10 @@ CODECS = {
     "conversations": Codec(str, str),
     "affinity": Codec(str, str),
     "quirks": Codec(str, str),
+    "probes": Codec(_dump, lambda text: float(json.loads(text))),
 }
-MIRRORED = {"cooldowns", "strikes", "uses", "protocols", "quirks"}  # small, read on every call
+# small, read on every call
+MIRRORED = {"cooldowns", "strikes", "uses", "protocols", "quirks", "probes"}
 
 
 def shared_stores(link: Link, memory: Stores) -> Stores:

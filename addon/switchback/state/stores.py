@@ -37,6 +37,9 @@ class Store(Protocol):
     def clear(self) -> None: ...
     async def fetch(self, key: Hashable) -> Any | None:
         """`get`, asking a shared backend when this replica does not know."""
+    async def claim(self, key: Hashable, value: Any, ttl: float) -> bool:
+        """Put `value` only if nobody holds `key` (atomically across replicas
+        with a shared backend); True when this caller got it."""
 
 
 class MemoryStore:
@@ -73,6 +76,12 @@ class MemoryStore:
     async def fetch(self, key: Hashable) -> Any | None:
         return self.get(key)
 
+    async def claim(self, key: Hashable, value: Any, ttl: float) -> bool:
+        if self.get(key) is not None:
+            return False
+        self.put(key, value, ttl)
+        return True
+
     @property
     def size(self) -> float:
         """Entries held, or bytes with `sizeof`."""
@@ -88,6 +97,7 @@ class Stores:
     conversations: Store  # response id → the conversation up to it (JSON)
     affinity: Store  # response id → who produced it: outlives an evicted conversation
     quirks: Store  # (provider, model, quirk) → what that provider refused
+    probes: Store  # scope → when a probe of it was claimed (one at a time per scope)
 
     @classmethod
     def memory(cls, clock: Clock = time.time,
@@ -99,7 +109,8 @@ class Stores:
                    protocols=MemoryStore(entries, clock),
                    conversations=MemoryStore(conversation_bytes, clock, sizeof=len),
                    affinity=MemoryStore(entries, clock),
-                   quirks=MemoryStore(entries, clock))
+                   quirks=MemoryStore(entries, clock),
+                   probes=MemoryStore(entries, clock))
 
     def clear(self) -> None:
         for field in fields(self):
