@@ -83,6 +83,8 @@ class SharedState:
 class Config:
     providers: Mapping[str, Provider] = field(default_factory=dict)
     fallbacks: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    # where a prompt too long for its model goes instead of passing the refusal through
+    context_fallbacks: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     cooldown: CooldownPolicy = CooldownPolicy()
     max_wait: float = 2.0  # everything cooling: wait this long at most for the first to return
@@ -97,6 +99,9 @@ class Config:
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
         return self.fallbacks.get(model, self.fallbacks.get("*", ()))
+
+    def context_fallbacks_for(self, model: str) -> tuple[Target, ...]:
+        return self.context_fallbacks.get(model, self.context_fallbacks.get("*", ()))
 
 
 def parse_duration(value: Any) -> float | None:
@@ -193,8 +198,9 @@ class _Reader:
         return Provider(name=name, base_url=base_url.rstrip("/"),
                         keys=tuple(s for s in secrets if s is not None), protocol=protocol)
 
-    def targets(self, model: str, raw: Any, providers: Collection[str]) -> tuple[Target, ...]:
-        key = f"fallbacks.{model}"
+    def targets(self, model: str, raw: Any, providers: Collection[str],
+                section: str = "fallbacks") -> tuple[Target, ...]:
+        key = f"{section}.{model}"
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list):
@@ -357,7 +363,8 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
                           "check indentation and quoting on that line") from None
     raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
                                    "protocol_memory", "conversations", "state", "pricing",
-                                   "budgets", "budget_output_tokens"))
+                                   "budgets", "budget_output_tokens",
+                                   "context_fallbacks"))
     read = {str(name): reader.provider(str(name), value)
             for name, value in reader.mapping(raw.get("providers"), "providers").items()}
     providers = {name: p for name, p in read.items() if p is not None}
@@ -366,10 +373,16 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         str(model): reader.targets(str(model), value, known)
         for model, value in reader.mapping(raw.get("fallbacks"), "fallbacks").items()
     }
+    context_fallbacks = {
+        str(model): reader.targets(str(model), value, known, "context_fallbacks")
+        for model, value in reader.mapping(raw.get("context_fallbacks"),
+                                           "context_fallbacks").items()
+    }
     timeouts = reader.durations(raw.get("timeouts"), "timeouts",
                                 tuple(Timeouts.__dataclass_fields__))
     cooldown = reader.durations(raw.get("cooldown"), "cooldown",
-                                ("floor", "ceiling", "long", "window", "max_wait"), ("max_wait",))
+                                ("floor", "ceiling", "long", "window", "max_wait", "probe"),
+                                ("max_wait", "probe"))
     max_wait = cooldown.pop("max_wait", Config.max_wait)
     memory = reader.durations({"protocol_memory": raw["protocol_memory"]}, "",
                               ("protocol_memory",)) if "protocol_memory" in raw else {}
@@ -380,7 +393,8 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     output = reader.count(raw["budget_output_tokens"], "budget_output_tokens") \
         if "budget_output_tokens" in raw else None
     reader.check()
-    return Config(providers=providers, fallbacks=fallbacks, timeouts=Timeouts(**timeouts),
+    return Config(providers=providers, fallbacks=fallbacks,
+                  context_fallbacks=context_fallbacks, timeouts=Timeouts(**timeouts),
                   cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
                   state=state, pricing=pricing, budgets=budgets,
                   budget_output_tokens=output or DEFAULT_OUTPUT_TOKENS, **memory,

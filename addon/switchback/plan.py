@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
-from .config import Config
+from .config import Config, Target
 from .providers import Provider, ProviderTable
 from .recognise import LlmCall, fingerprint
 from .vocabulary import Protocol
@@ -78,16 +78,18 @@ class Plan:
 
 def plan(call: LlmCall, config: Config, table: ProviderTable,
          key_order: Callable[[Provider, tuple[str, ...]], tuple[str, ...]] = lambda p, k: k,
-         remembered: Callable[[Provider, str], Protocol | None] = lambda p, m: None) -> Plan:
+         remembered: Callable[[Provider, str], Protocol | None] = lambda p, m: None,
+         targets: tuple[Target, ...] | None = None) -> Plan:
     """All candidates for `call`, best first. `key_order` puts a provider's
     keys in rotation order; `remembered` gives the protocol that served
     (provider, model) when the client's own endpoint was missing there. A
-    provider's configured protocol wins over both."""
+    provider's configured protocol wins over both. With `targets` (a context
+    fallback's), only those, in their order."""
     candidates: list[Candidate] = []
     skipped: list[str] = []
-    steps = [(call.provider, call.model)]
+    steps = [] if targets is not None else [(call.provider, call.model)]
     steps += [(table.by_name[t.provider], t.model_for(call.model))
-              for t in config.fallbacks_for(call.model)]
+              for t in (config.fallbacks_for(call.model) if targets is None else targets)]
     for provider, model in steps:
         protocol = provider.fixed or remembered(provider, model) or call.protocol
         url, other_url = endpoints(call, provider, protocol)
