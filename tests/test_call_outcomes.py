@@ -89,14 +89,16 @@ def test_a_client_that_hangs_up_is_not_counted_as_a_break():
 
 
 def test_failover_is_decided_without_a_socket():
-    transport = ScriptedTransport(
-        ScriptedReply(500, [b'{"error": {"message": "boom"}}'], "application/json"),
+    boom = [b'{"error": {"message": "boom"}}']
+    transport = ScriptedTransport(  # a 500 is retried once (#17), then the call moves on
+        ScriptedReply(500, boom, "application/json"), ScriptedReply(500, boom, "application/json"),
         ScriptedReply(pieces=[chunk("hello"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
     result, body = concluded(wire(CONFIG, Clock(), transport))
     assert result.outcome is CallOutcome.OK and b"hello" in body
     assert [url for url, _, _ in transport.sent] == [
-        "https://primary.test/v1/chat/completions", "https://backup.test/v1/chat/completions"]
-    assert str(result.trail).startswith("primary 500 → backup 200")
+        "https://primary.test/v1/chat/completions", "https://primary.test/v1/chat/completions",
+        "https://backup.test/v1/chat/completions"]
+    assert str(result.trail).startswith("primary 500 → retried → primary 500 (retry 2s) → backup 200")
 
 
 def test_a_held_head_that_shows_an_error_event_moves_on_and_is_closed():

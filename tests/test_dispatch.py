@@ -20,7 +20,7 @@ from switchback.engine.dispatch import Dispatcher
 from switchback.engine.results import Answer, Result
 from switchback.engine.transport import Transport
 from support.engine import Clock, wire
-from switchback.state.cooldowns import key_scope
+from switchback.state.cooldowns import key_model_scope, key_scope
 from switchback.protocols import sse
 from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
 from switchback.protocols.sse import EventTooLarge, SseParser
@@ -129,8 +129,9 @@ def test_a_429_moves_to_the_next_key_and_exhaustion_says_when_without_the_key():
         assert KEY_ONE.encode() not in answer.body and KEY_TWO.encode() not in answer.body
         assert f"<key {fingerprint(KEY_ONE)}>".encode() in answer.body
         assert all(KEY_ONE.encode() not in a.response_body for a in result.attempts)
-        for key in (KEY_ONE, KEY_TWO):
-            assert d.learned.health.cooling(key_scope("p", fingerprint(key))) is not None
+        for key in (KEY_ONE, KEY_TWO):  # a rate limit cools the key for that model (#17)
+            assert d.learned.health.cooling(key_model_scope("p", fingerprint(key), "m")) \
+                is not None
     serve(handler, test)
 
 

@@ -4,8 +4,9 @@ in memory on a given clock, and a transport — the real upstream client
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from multidict import CIMultiDict
 
@@ -30,6 +31,10 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    async def sleep(self, seconds: float) -> None:
+        """The attempt loop's waits, on this clock: no real time passes."""
+        self.now += seconds
+
 
 def upstream() -> Upstream:
     return Upstream(insecure=False, cafile=None, capath=None, modes=["regular"],
@@ -37,14 +42,18 @@ def upstream() -> Upstream:
 
 
 def wire(config_text: str, clock: Callable[[], float] = time.time,
-         transport: Transport | None = None, rand: Callable[[], float] = lambda: 0.0
-         ) -> Dispatcher:
-    """A dispatcher for `config_text`; backoff jitter is 0 unless `rand` says."""
+         transport: Transport | None = None, rand: Callable[[], float] = lambda: 0.0,
+         sleep: Callable[[float], Awaitable[object]] | None = None) -> Dispatcher:
+    """A dispatcher for `config_text`; backoff jitter is 0 unless `rand` says.
+    On a fake `Clock` the loop's own waits move that clock (unless `sleep`
+    says otherwise), so no test sleeps for real."""
     config = parse_config(config_text, "t.yaml", {})
     learned = Learned.over(Stores.memory(clock), config.cooldown, config.protocol_memory,
                            config.conversation_ttl, clock, rand)
+    if sleep is None:
+        sleep = clock.sleep if isinstance(clock, Clock) else asyncio.sleep
     return Dispatcher(transport or upstream(), config, ProviderTable(config.providers), learned,
-                      clock=clock)
+                      clock=clock, sleep=sleep)
 
 
 class ScriptedReply:

@@ -22,12 +22,12 @@ from ..protocols.history import Turn, answered, extend, replay
 from ..protocols.usage import Usage
 from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
-from ..state.cooldowns import key_scope, model_scope
+from ..state.cooldowns import Scopes, key_scope
 from ..state.learned import Learned
 from ..trail import Trail
-from ..vocabulary import FailureKind, Protocol, Reason
+from ..vocabulary import FailureKind, ProbeResult, Protocol, Reason
 from .headers import own_call, response_headers
-from .results import AttemptRecord
+from .results import Answer, AttemptRecord
 
 
 def caller(call: LlmCall) -> str:
@@ -77,6 +77,12 @@ class CallContext:
     served_by: Candidate | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     usage: Usage | None = None
+    retried: bool = False  # a call retries the candidate that just failed once at most
+    # A refusal of the prompt as too long, kept while the context fallbacks are
+    # tried (the client gets it when none serves), and the models that refused it.
+    refusal: Answer | None = None
+    too_long: set[str] = field(default_factory=set)
+    longer: bool = False  # trying the context fallbacks
 
     def in_call_protocol(self, candidate: Candidate) -> Candidate:
         """A provider switched earlier in this call stays switched for its other keys."""
@@ -86,9 +92,10 @@ class CallContext:
 
     def label(self, candidate: Candidate) -> str:
         """The trail's name for an attempt; the protocol is shown when translated."""
+        label = f"{candidate.label}/{candidate.model}" if self.longer else candidate.label
         if candidate.protocol is self.call.protocol:
-            return candidate.label
-        return f"{candidate.label}[{candidate.protocol}]"
+            return label
+        return f"{label}[{candidate.protocol}]"
 
 
 class Bookkeeper:
@@ -104,6 +111,8 @@ class Bookkeeper:
                result: str, cooldown: float | None = None) -> None:
         """Close one attempt: its trail step and its record."""
         record.ended = self.clock()
+        if record.probe is not None:
+            result += " (probe)"
         ctx.trail.attempt(ctx.label(candidate), ctx.redact.text(result), cooldown)
         record.result = ctx.trail.steps[-1]
         record.kind = record.kind or str(record.status)
@@ -120,8 +129,12 @@ class Bookkeeper:
         if ctx.protocol_for.get((provider, candidate.model)) is candidate.protocol:
             self.learned.protocols.put(provider, candidate.model, ctx.call.protocol,
                                        candidate.protocol)
-        key = key_scope(provider, candidate.fingerprint)
-        health.succeeded(key, model_scope(provider, candidate.model))
+        scopes = Scopes.of(provider, candidate.fingerprint, candidate.model)
+        key = scopes.key
+        if record.probe is not None:  # it recovered: back in use at once
+            record.probe = ProbeResult.RECOVERED
+            health.recovered(list(scopes))
+        health.succeeded(*scopes)
         if hints.exhausted_reset:
             health.cool(key, min(hints.exhausted_reset, self.config.cooldown.ceiling),
                         Reason.REMAINING_ZERO)
@@ -131,9 +144,9 @@ class Bookkeeper:
         """A failure: its cooldown, the trail's words for it, and where the
         call may go next (the other protocol, or not this provider again)."""
         provider = candidate.provider.name
-        seconds = self.learned.health.record(verdict, key_scope(provider, candidate.fingerprint),
-                                             model_scope(provider, candidate.model),
-                                             record.started)
+        scopes = Scopes.of(provider, candidate.fingerprint, candidate.model)
+        seconds = self.learned.health.record(verdict, scopes.key, scopes.model, record.started,
+                                             scopes.key_model)
         result = str(outcome.status) if outcome.status is not None else verdict.reason.value
         if outcome.failure is FailureKind.ERROR_EVENT:
             info = outcome.error

@@ -17,24 +17,26 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
-from ..config import Config
+from ..config import Config, Target
 from ..health.cooldown import Cooling
 from ..health.exhaustion import Failure, exhausted_answer
-from ..health.verdict import Action, Outcome, Verdict, judge
+from ..health.retry import again
+from ..health.verdict import Action, Outcome, Verdict, answer_shaped, judge
 from ..jsonsafe import loads
-from ..plan import Candidate, plan
+from ..plan import Candidate, Plan, plan
 from ..protocols.bridge import Bridge, UnknownResponseId
 from ..protocols.envelope import JSON_TYPE, error_body
 from ..protocols.usage import body_usage
 from ..providers import Provider, ProviderTable
 from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
-from ..state.cooldowns import key_scope, model_scope
+from ..state.cooldowns import Scopes, key_scope
 from ..state.learned import Learned
 from ..trail import seconds_text
-from ..vocabulary import CallOutcome, FailureKind, Protocol, Quirk, Reason
+from ..vocabulary import CallOutcome, FailureKind, ProbeResult, Protocol, Quirk, Reason, Retry
 from .bookkeeping import Bookkeeper, CallContext, Continuation, caller
 from .delivery import Committed
 from .exchange import Exchanged, Sending, exchange
@@ -50,42 +52,72 @@ class Dispatcher:
 
     def __init__(self, transport: Transport, config: Config, table: ProviderTable,
                  learned: Learned, redactor: Redactor | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.transport, self.config, self.table, self.learned = transport, config, table, learned
         self.health, self.protocols = learned.health, learned.protocols
         self.redactor = redactor or Redactor(k for p in config.providers.values() for k in p.keys)
-        self.clock = clock
+        self.clock, self.sleep = clock, sleep  # the loop's own waits: a test may fake both
         self.books = Bookkeeper(learned, config, clock)
 
     async def run(self, call: LlmCall) -> Result:
         ctx = CallContext(call, self.redactor.including(call.credential),
                           await self._continuation(call))
-        planned = plan(call, self.config, self.table, self._rotation,
-                       lambda provider, model: self.protocols.get(provider.name, model,
-                                                                  call.protocol))
+        planned = self._plan(call)
         for note in planned.skipped:
             ctx.trail.note(note)
         candidates = planned.candidates
         if ctx.continuation is not None:
             candidates = ctx.continuation.order(candidates)
+        delivery = await self._through(ctx, candidates)
+        if delivery is None and ctx.refusal is not None:
+            # Too long for the model: a larger-context one may serve it.
+            delivery = await self._longer_context(ctx)
+            if delivery is None:  # none did: the refusal, as the provider said it
+                return self._result(ctx, ctx.refusal, CallOutcome.PASSED_THROUGH)
+            candidates = ()
+        if delivery is not None:
+            return self._result(ctx, delivery, CallOutcome.OK if ctx.served_by
+                                else CallOutcome.PASSED_THROUGH)
+        coolings = [c for c in map(self._cooling, candidates) if c is not None]
+        pages = [f for f in ctx.failures if f.verdict.reason is Reason.NOT_AN_ANSWER]
+        if pages and len(pages) == len(ctx.failures):
+            # Every candidate answered with a page (HTML, a redirect): it is
+            # all there is to show, so the client sees it as it came.
+            page = pages[-1]
+            answer = Answer(page.outcome.status or 502, list(page.headers), page.outcome.body)
+            return self._result(ctx, answer, CallOutcome.EXHAUSTED)
+        status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model)
+        return self._result(ctx, Answer(status, headers, body), CallOutcome.EXHAUSTED)
+
+    def _plan(self, call: LlmCall, targets: tuple[Target, ...] | None = None) -> Plan:
+        return plan(call, self.config, self.table, self._rotation,
+                    lambda provider, model: self.protocols.get(provider.name, model,
+                                                               call.protocol), targets)
+
+    async def _through(self, ctx: CallContext, candidates: tuple[Candidate, ...]
+                       ) -> Answer | Committed | None:
+        """Try `candidates` in turn until one delivers; None when none did,
+        or when one refused the prompt as too long (`ctx.refusal`) on the
+        first pass."""
         pending = candidates
         for round_ in range(2):
-            for planned_candidate in pending:
+            for index, planned_candidate in enumerate(pending):
                 candidate = ctx.in_call_protocol(planned_candidate)
-                if candidate.provider.name in ctx.dead_providers:
+                if candidate.provider.name in ctx.dead_providers \
+                        or candidate.model in ctx.too_long:
                     continue
+                probe = False
                 cooling = self._cooling(candidate)
                 if cooling is not None:
-                    if round_ == 0:
-                        ctx.trail.skip(candidate.label, cooling.until - self.clock())
-                    continue
-                delivery = await self._attempt(ctx, candidate)
-                if delivery is None and ctx.switch is not None:
-                    switched, ctx.switch = ctx.switch, None
-                    delivery = await self._attempt(ctx, switched)
-                if delivery is not None:
-                    return self._result(ctx, delivery, CallOutcome.OK if ctx.served_by
-                                        else CallOutcome.PASSED_THROUGH)
+                    probe = await self._claim_probe(candidate)
+                    if not probe:
+                        if round_ == 0:
+                            ctx.trail.skip(ctx.label(candidate), cooling.until - self.clock())
+                        continue
+                delivery = await self._try(ctx, candidate, probe, pending[index + 1:])
+                if delivery is not None or (ctx.refusal is not None and not ctx.longer):
+                    return delivery
             # Everything failed or is cooling: if a candidate comes back soon
             # enough, wait for it rather than fail the call.
             returning = self._returning(ctx, candidates)
@@ -93,11 +125,88 @@ class Dispatcher:
                 break
             wait = min(returning.values())
             ctx.trail.note(f"waited {seconds_text(wait)}")
-            await asyncio.sleep(wait + 0.02)  # cooldowns use the wall clock; sleep may not
+            await self.sleep(wait + 0.02)  # cooldowns use the wall clock; sleep may not
             pending = tuple(c for c, left in returning.items() if left <= wait)
-        coolings = [c for c in map(self._cooling, candidates) if c is not None]
-        status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model)
-        return self._result(ctx, Answer(status, headers, body), CallOutcome.EXHAUSTED)
+        return None
+
+    async def _longer_context(self, ctx: CallContext) -> Answer | Committed | None:
+        """The call again on the context fallbacks, never on a model that
+        refused it as too long."""
+        planned = self._plan(ctx.call, self.config.context_fallbacks_for(ctx.call.model))
+        for note in planned.skipped:
+            ctx.trail.note(note)
+        ctx.longer = True
+        ctx.dead_providers.clear()  # what failed before was asked for another model
+        return await self._through(ctx, tuple(c for c in planned.candidates
+                                              if c.model not in ctx.too_long))
+
+    async def _try(self, ctx: CallContext, candidate: Candidate, probe: bool,
+                   rest: tuple[Candidate, ...]) -> Answer | Committed | None:
+        """One candidate: its attempt, the other protocol when its endpoint is
+        missing, and at most one retry of it per call when the failure says
+        that is worth it (health.retry)."""
+        failures = len(ctx.failures)
+        delivery = await self._attempt(ctx, candidate, probe)
+        tried = candidate
+        if delivery is None and ctx.switch is not None:
+            tried, ctx.switch = ctx.switch, None
+            delivery = await self._attempt(ctx, tried, probe)
+        if probe:  # it served (the scopes are clear) or set when the next probe is due
+            self.health.release_probe(list(Scopes.of(candidate.provider.name,
+                                                     candidate.fingerprint, candidate.model)))
+        if delivery is not None or len(ctx.failures) == failures:
+            return delivery
+        failure = ctx.failures[-1]
+        verdict = failure.verdict
+        scopes = Scopes.of(tried.provider.name, tried.fingerprint, tried.model)
+        cooling = self._cooling(tried)
+        decided = again(
+            verdict, failure.outcome, retried=ctx.retried, probe=probe,
+            failed_before=self.health.failed_recently(
+                scopes[verdict.cooldown.scope] if verdict.cooldown else scopes.model),
+            cooling_left=None if cooling is None else max(0.0, cooling.until - self.clock()),
+            addressed=(tried.provider.name, tried.model) == (ctx.call.provider.name,
+                                                             ctx.call.model),
+            next_moves=self._next_moves(ctx, tried, rest),
+            max_wait=self.config.max_wait, rand=self.health.rand())
+        if decided is None:
+            return None
+        ctx.retried = True
+        if decided.kind is Retry.HINTED:
+            await self.sleep(decided.wait + 0.02)  # never before the hint: the clock may lag
+            ctx.trail.steps.append(f"waited {decided.wait:.1f}s")
+        else:
+            await self.sleep(decided.wait)
+            ctx.trail.steps.append("retried")
+        if self._cooling(tried) is not None:  # cooled meanwhile (another call): an outage
+            return None
+        ctx.dead_providers.discard(tried.provider.name)
+        return await self._attempt(ctx, tried, retry=decided.kind)
+
+    def _next_moves(self, ctx: CallContext, tried: Candidate,
+                    rest: tuple[Candidate, ...]) -> bool:
+        """Whether the next candidate that could be tried changes the provider
+        or the model (False when there is none: the end of the round waits)."""
+        for planned_candidate in rest:
+            candidate = ctx.in_call_protocol(planned_candidate)
+            if candidate.provider.name in ctx.dead_providers or candidate.model in ctx.too_long \
+                    or self._cooling(candidate) is not None:
+                continue
+            return (candidate.provider.name, candidate.model) != (tried.provider.name,
+                                                                  tried.model)
+        return False
+
+    async def _claim_probe(self, candidate: Candidate) -> bool:
+        """Whether this call may probe a cooling candidate: every scope that
+        cools it is on Switchback's own backoff and due, and no other call
+        probes it now."""
+        now = self.clock()
+        cooling = [(scope, c) for scope in Scopes.of(candidate.provider.name,
+                                                      candidate.fingerprint, candidate.model)
+                   if (c := self.health.cooling(scope)) is not None]
+        if not cooling or not all(c.probe_due(now) for _, c in cooling):
+            return False
+        return await self.health.claim_probe([scope for scope, _ in cooling])
 
     async def _continuation(self, call: LlmCall) -> Continuation | None:
         """What Switchback knows of the conversation a Responses call continues."""
@@ -140,13 +249,12 @@ class Dispatcher:
         return {c: max(0.0, s) for c, s in left.items()}
 
     def _cooling(self, candidate: Candidate) -> Cooling | None:
-        scopes = (key_scope(candidate.provider.name, candidate.fingerprint),
-                  model_scope(candidate.provider.name, candidate.model))
-        found = [c for c in map(self.health.cooling, scopes) if c is not None]
+        found = [c for c in map(self.health.cooling, Scopes.of(
+            candidate.provider.name, candidate.fingerprint, candidate.model)) if c is not None]
         return max(found, key=lambda c: c.until) if found else None
 
-    async def _attempt(self, ctx: CallContext, candidate: Candidate
-                       ) -> Answer | Committed | None:
+    async def _attempt(self, ctx: CallContext, candidate: Candidate, probe: bool = False,
+                       retry: Retry | None = None) -> Answer | Committed | None:
         """One try. Returns what to deliver, or None to move on."""
         call, books = ctx.call, self.books
         request, raw = call.body, call.raw
@@ -175,7 +283,8 @@ class Dispatcher:
             ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
         headers = upstream_headers(call, candidate)
         record = AttemptRecord(candidate.provider.name, candidate.fingerprint, candidate.url,
-                               masked(headers), body, self.clock())
+                               masked(headers), body, self.clock(), retry=retry,
+                               probe=ProbeResult.FAILED if probe else None)
         ctx.attempts.append(record)
         books.used(candidate)
         own = own_call(call, candidate)
@@ -193,6 +302,10 @@ class Dispatcher:
         """What one exchange's verdict means for the call."""
         call, books = ctx.call, self.books
         outcome = exchanged.outcome
+        if exchanged.held is None and outcome.failure is None and outcome.status is not None \
+                and 200 <= outcome.status < 300 and not answer_shaped(outcome.body):
+            # A whole 2xx that is an HTML page, empty or not JSON: no answer.
+            outcome = replace(outcome, failure=FailureKind.NOT_AN_ANSWER)
         verdict = judge(outcome, self.clock())
         own = own_call(call, candidate)
         if verdict.action is Action.DELIVER and exchanged.held is not None:
@@ -224,15 +337,24 @@ class Dispatcher:
                 self.learned.quirks.learn(candidate.provider.name, Quirk.NO_STREAM_OPTIONS)
                 books.finish(ctx, candidate, record, f"{outcome.status} (refuses "
                                                      "stream_options; again without)")
-                return await self._attempt(ctx, candidate)
-            books.finish(ctx, candidate, record, str(outcome.status))
+                return await self._attempt(ctx, candidate, record.probe is not None)
             if outcome.failure is not None:  # a client error at the head of a stream
                 info = outcome.error
-                return Answer(400, [JSON_TYPE], error_body(
+                answer = Answer(400, [JSON_TYPE], error_body(
                     info.message, info.type or "invalid_request_error", info.code or None,
                     info.param or None))
-            return Answer(outcome.status or 502, response_headers(outcome.headers.items(), own),
-                          outcome.body)
+            else:
+                answer = Answer(outcome.status or 502,
+                                response_headers(outcome.headers.items(), own), outcome.body)
+            if verdict.reason is Reason.CONTEXT_LENGTH \
+                    and self.config.context_fallbacks_for(call.model):
+                # Never this model again; the call goes to the context fallbacks.
+                ctx.too_long.add(candidate.model)
+                ctx.refusal = ctx.refusal or answer
+                books.finish(ctx, candidate, record, f"{answer.status} context too long")
+                return None
+            books.finish(ctx, candidate, record, str(outcome.status))
+            return answer
         books.failed(ctx, candidate, verdict, outcome, record)
         return None
 

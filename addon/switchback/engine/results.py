@@ -10,7 +10,7 @@ from ..health.verdict import Scope
 from ..plan import Candidate
 from ..protocols.usage import Usage
 from ..trail import Trail
-from ..vocabulary import CallOutcome, Protocol, Reason
+from ..vocabulary import CallOutcome, ProbeResult, Protocol, Reason, Retry
 from .delivery import Committed
 
 
@@ -44,6 +44,8 @@ class AttemptRecord:
     cooldown: float | None = None
     scope: Scope | None = None  # of the cooldown
     switched_to: Protocol | None = None  # the protocol retried on a missing endpoint
+    retry: Retry | None = None  # this attempt tried the candidate that had just failed, and why
+    probe: ProbeResult | None = None  # this attempt probed a cooling scope, and how it went
     ended: float = 0.0
 
 

@@ -36,6 +36,13 @@ class Metrics:
                                          "the other protocol", ["provider", "to"], registry=r)
         self.cooldowns = Counter("switchback_cooldowns", "Cooldowns started, by provider, "
                                  "scope and reason", ["provider", "scope", "reason"], registry=r)
+        self.retries = Counter("switchback_retries", "Attempts that tried the candidate that "
+                               "had just failed again, by provider and kind (transient: after "
+                               "a short pause; hinted: after waiting out its hint)",
+                               ["provider", "kind"], registry=r)
+        self.probes = Counter("switchback_probes", "Live calls that probed a scope cooling on "
+                              "Switchback's own backoff, by provider and result (recovered, "
+                              "failed)", ["provider", "result"], registry=r)
         self.upstream_seconds = Histogram("switchback_upstream_seconds", "Upstream attempt "
                                           "time until the answer (whole) or commit (stream)",
                                           ["provider"], buckets=LATENCY_BUCKETS, registry=r)
@@ -67,6 +74,10 @@ class Metrics:
                 self.cooldowns.labels(provider, attempt.scope.value, attempt.reason.value).inc()
             if attempt.switched_to is not None:
                 self.protocol_switches.labels(provider, attempt.switched_to.value).inc()
+            if attempt.retry is not None:
+                self.retries.labels(provider, attempt.retry.value).inc()
+            if attempt.probe is not None:
+                self.probes.labels(provider, attempt.probe.value).inc()
         served = result.served_by
         self.calls.labels(served.provider.name if served else "none", result.outcome.value).inc()
         if served is not None and result.failures:

@@ -24,6 +24,7 @@ from typing import Any
 
 from mitmproxy import command, ctx
 
+from ..health.verdict import Scope
 from ..providers import ProviderTable
 from ..recognise import fingerprint
 from ..state.learned import Learned
@@ -40,11 +41,20 @@ def status_document(table: ProviderTable, configured: set[str], learned: Learned
     now = health.clock()
     cooldowns = []
     for scope, cooling in sorted(health.cooldowns(), key=lambda item: item[1].until):
-        kind, provider, name = scope
-        cooldowns.append({"scope": kind, "provider": provider,
-                          ("key" if kind == "key" else "model"): name,
-                          "remaining_s": round(cooling.until - now, 3),
-                          "reason": cooling.reason})
+        kind, provider, *names = scope
+        row: dict[str, Any] = {"scope": kind, "provider": provider}
+        if kind == Scope.KEY_MODEL.value:
+            row["key"], row["model"] = names
+        else:
+            row["key" if kind == Scope.KEY.value else "model"] = names[0]
+        probing = health.probing(scope)
+        row.update({"remaining_s": round(cooling.until - now, 3), "reason": cooling.reason,
+                    # cooling: skipped; probing: one live call is trying it now
+                    "state": "probing" if probing else "cooling",
+                    # seconds until one call may try it (null: only its end brings it back)
+                    "next_probe_s": None if cooling.probe_at is None or probing
+                    else round(max(0.0, cooling.probe_at - now), 3)})
+        cooldowns.append(row)
     return {
         "providers": [{"name": p.name, "base_url": p.base_url, "protocol": p.protocol,
                        "keys": [fingerprint(k) for k in p.keys],
