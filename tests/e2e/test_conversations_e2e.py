@@ -74,7 +74,8 @@ def test_when_the_producer_fails_the_history_goes_to_the_next_key(setup, stream)
 def test_a_conversation_continues_on_a_chat_fallback(setup):
     p, chat_only, running, client = setup
     first = client.responses.create(model="m", input="hello")
-    p.script(Reply(status=503, body={"error": {"message": "overloaded"}}))
+    overloaded = Reply(status=503, body={"error": {"message": "overloaded"}})
+    p.script(overloaded, overloaded)  # a one-off 503 is retried once (#17)
     second = client.responses.create(model="m", input="and then?",
                                       previous_response_id=first.id)
     assert second.output_text == "hello from chatonly"

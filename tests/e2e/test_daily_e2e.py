@@ -54,7 +54,9 @@ fallbacks: {{"*": [chatonly/*]}}
 
     status = json.loads(get(status_port, "/status"))
     (cooling,) = [c for c in status["cooldowns"] if c["provider"] == "limited"]
-    assert cooling["scope"] == "key" and cooling["reason"] == "rate limit"
+    # a rate limit cools the key for that model (#17)
+    assert cooling["scope"] == "key_model" and cooling["reason"] == "rate limit"
+    assert cooling["model"] == "gpt-4o"
     assert 35 < cooling["remaining_s"] <= 40
     assert cooling["key"].startswith("#") and "k-limited" not in json.dumps(status)
     assert {"provider": "chatonly", "model": "gpt-4o", "client": "responses",
@@ -65,7 +67,7 @@ fallbacks: {{"*": [chatonly/*]}}
     assert names["limited"]["configured"] and names["limited"]["keys"][0] == cooling["key"]
 
     metrics = get(status_port, "/metrics")
-    assert metric(metrics, "switchback_cooldowns_total", provider="limited", scope="key",
+    assert metric(metrics, "switchback_cooldowns_total", provider="limited", scope="key_model",
                   reason="rate limit") == 1
     assert metric(metrics, "switchback_protocol_switches_total", provider="chatonly",
                   to="chat") == 1

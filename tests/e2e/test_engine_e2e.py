@@ -186,10 +186,11 @@ def test_comments_after_commit_reach_the_client(pair):
 ], ids=["html", "json"])
 def test_a_200_that_is_not_a_stream_moves_on(pair, content_type, body):
     primary, backup, running = pair
-    primary.script(Reply(raw=[body], content_type=content_type))
+    page = not body.startswith(b"{")  # a page is tried once more, as transient (#17)
+    primary.script(*[Reply(raw=[body], content_type=content_type)] * (2 if page else 1))
     answer = post(running, primary.base_url + CHAT, chat_body())
     assert chat_text(answer.content)[0] == "hello from backup"
-    assert primary.count() == 1 and backup.count() == 1
+    assert primary.count() == (2 if page else 1) and backup.count() == 1
 
 
 def test_a_stream_that_ends_without_an_answer_moves_on(pair):
@@ -218,7 +219,8 @@ def test_a_chat_client_is_never_translated_after_a_responses_client(pair):
 
 def test_a_key_echoed_in_an_error_body_is_masked(pair):
     primary, backup, running = pair
-    primary.script(Reply(status=503, body={"error": {"message": "down"}}))
+    down = Reply(status=503, body={"error": {"message": "down"}})
+    primary.script(down, down)  # a one-off 503 is retried once (#17)
     backup.script(Reply(status=429, headers={"retry-after": "5"}, body={"error": {
         "message": "Rate limit reached for key sk-backup-literal-0123 in org x",
         "code": "rate_limit_exceeded"}}))

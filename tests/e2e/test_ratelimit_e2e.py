@@ -95,7 +95,8 @@ def test_hint_cools_exactly_the_key_for_as_long_as_it_says(families, n, family):
     ask(client)  # k1 cooling: k2 again, k1 gets nothing
     assert (fake.count(key=f"k1-f{n}"), fake.count(key=f"k2-f{n}")) == (1, 2)
     (cooling,) = [c for c in cooldowns(status_port) if c["provider"] == f"f{n}"]
-    assert cooling["scope"] == "key" and cooling["reason"] == "rate limit"
+    # a rate limit cools the key for that model (#17)
+    assert cooling["scope"] == "key_model" and cooling["reason"] == "rate limit"
     assert cooling["key"] == fingerprint(f"k1-f{n}")
     assert COOL - 1.5 < cooling["remaining_s"] <= COOL  # whole seconds in an HTTP-date
 
