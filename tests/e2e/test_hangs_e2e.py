@@ -87,16 +87,19 @@ def httpx_stream(running, url: str) -> str:
 CLIENTS = {"openai sdk": sdk_stream, "httpx": httpx_stream}
 
 
-def calls_fail_over(primary: RawTls, shared, first_byte: str, client, tries: int = 2) -> None:
-    """`tries`: attempts on the primary per call — a reset before the head is
-    retried once on the same provider (#17); a first-byte timeout is not."""
+def calls_fail_over(primary: RawTls, shared, first_byte: str, client,
+                    tries: tuple[int, int] = (2, 2)) -> None:
+    """`tries`: the fewest and most attempts on the primary per call — a reset
+    before the head is retried once on the same provider (#17); a first-byte
+    timeout is not (garbage then silence may end either way)."""
     backup = shared.fake("backup")
     running = shared.proxy(config(primary, backup, first_byte))
     primary.requests = 0
     for number in range(1, CALLS + 1):
         running.fresh()  # no cooldown from the last call: the primary is tried every time
         assert client(running, primary.base_url) == "hello from backup", f"call {number}"
-        assert primary.requests == number * tries and backup.count() == number, f"call {number}"
+        assert number * tries[0] <= primary.requests <= number * tries[1], f"call {number}"
+        assert backup.count() == number, f"call {number}"
     assert "client gone before the answer" not in running.output()
 
 
@@ -119,7 +122,7 @@ def test_garbage_in_the_same_write_as_the_head_fails_over_every_time(together, s
 def test_garbage_then_silence_fails_over_within_the_first_byte_timeout(silent, shared, client):
     # The provider keeps the connection open: its first-byte timeout (well
     # inside the client's patience) is what must end each attempt.
-    calls_fail_over(silent, shared, "2s", CLIENTS[client], tries=1)
+    calls_fail_over(silent, shared, "2s", CLIENTS[client], tries=(1, 2))
 
 
 @pytest.fixture(scope="module", params=["then closes", "then goes silent"])
