@@ -78,3 +78,5 @@ def shared(tmp_path_factory: pytest.TempPathFactory, confdir: Path, server_cert:
             return proxies[config_text]
 
         yield SimpleNamespace(fake=fake, proxy=proxy)
+        for running in proxies.values():  # all told at once; the stack then waits for each
+            running.process.terminate()

@@ -122,7 +122,7 @@ def test_garbage_in_the_same_write_as_the_head_fails_over_every_time(together, s
 def test_garbage_then_silence_fails_over_within_the_first_byte_timeout(silent, shared, client):
     # The provider keeps the connection open: its first-byte timeout (well
     # inside the client's patience) is what must end each attempt.
-    calls_fail_over(silent, shared, "2s", CLIENTS[client], tries=(1, 2))
+    calls_fail_over(silent, shared, "1s", CLIENTS[client], tries=(1, 2))
 
 
 @pytest.fixture(scope="module", params=["then closes", "then goes silent"])
@@ -137,7 +137,7 @@ def breaks_after_commit(request, server_cert) -> Iterator[RawTls]:
 def test_garbage_after_commit_ends_the_stream_as_failed(breaks_after_commit, shared):
     primary, backup = breaks_after_commit, shared.fake("backup")
     # A first-byte timeout longer than the client waits; an idle one well inside it.
-    running = shared.proxy(config(primary, backup, "120s", idle="2s"))
+    running = shared.proxy(config(primary, backup, "120s", idle="1s"))
     primary.requests = 0
     for number in range(1, 3):
         running.fresh()

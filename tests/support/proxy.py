@@ -11,7 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -48,6 +48,7 @@ class Proxy:
     log: Path
     status_port: int = 0  # Switchback's status server, when the proxy was started with one
     _since: int = 0  # log bytes that belong to earlier tests of a shared proxy
+    process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -129,7 +130,7 @@ def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
         wait_for_port(port, process, log)
         if status:
             wait_for_port(status_port, process, log)
-        yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log, status_port)
+        yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log, status_port, process=process)
     finally:
         process.terminate()
         try:
