@@ -163,7 +163,7 @@ class Dispatcher:
         decided = again(
             verdict, failure.outcome, retried=ctx.retried, probe=probe,
             failed_before=self.health.failed_recently(
-                scopes[verdict.cooldown.scope] if verdict.cooldown else scopes.model),
+                scopes.named(verdict.cooldown.scope) if verdict.cooldown else scopes.model),
             cooling_left=None if cooling is None else max(0.0, cooling.until - self.clock()),
             addressed=(tried.provider.name, tried.model) == (ctx.call.provider.name,
                                                              ctx.call.model),
@@ -201,9 +201,8 @@ class Dispatcher:
         cools it is on Switchback's own backoff and due, and no other call
         probes it now."""
         now = self.clock()
-        cooling = [(scope, c) for scope in Scopes.of(candidate.provider.name,
-                                                      candidate.fingerprint, candidate.model)
-                   if (c := self.health.cooling(scope)) is not None]
+        cooling = self.health.cooling_of(candidate.provider.name, candidate.fingerprint,
+                                         candidate.model)
         if not cooling or not all(c.probe_due(now) for _, c in cooling):
             return False
         return await self.health.claim_probe([scope for scope, _ in cooling])
@@ -249,9 +248,9 @@ class Dispatcher:
         return {c: max(0.0, s) for c, s in left.items()}
 
     def _cooling(self, candidate: Candidate) -> Cooling | None:
-        found = [c for c in map(self.health.cooling, Scopes.of(
-            candidate.provider.name, candidate.fingerprint, candidate.model)) if c is not None]
-        return max(found, key=lambda c: c.until) if found else None
+        found = self.health.cooling_of(candidate.provider.name, candidate.fingerprint,
+                                       candidate.model)
+        return max((c for _, c in found), key=lambda c: c.until) if found else None
 
     async def _attempt(self, ctx: CallContext, candidate: Candidate, probe: bool = False,
                        retry: Retry | None = None) -> Answer | Committed | None:

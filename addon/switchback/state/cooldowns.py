@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
+from typing import NamedTuple
 
 from ..health.cooldown import Cooling, CooldownPolicy, Strikes
 from ..health.verdict import Scope, Verdict
@@ -35,9 +36,9 @@ def key_model_scope(provider: str, fingerprint: str, model: str) -> ScopeKey:
     return (Scope.KEY_MODEL.value, provider, fingerprint, model)
 
 
-@dataclass(frozen=True)
-class Scopes:
-    """The three scopes one candidate (provider, key, model) answers to."""
+class Scopes(NamedTuple):
+    """The three scopes one candidate (provider, key, model) answers to. A
+    named tuple: built for every candidate a call looks at, so it is cheap."""
 
     key: ScopeKey
     model: ScopeKey
@@ -45,15 +46,13 @@ class Scopes:
 
     @classmethod
     def of(cls, provider: str, fingerprint: str, model: str) -> Scopes:
-        return cls(key_scope(provider, fingerprint), model_scope(provider, model),
-                   key_model_scope(provider, fingerprint, model))
+        return cls((Scope.KEY.value, provider, fingerprint), (Scope.MODEL.value, provider, model),
+                   (Scope.KEY_MODEL.value, provider, fingerprint, model))
 
-    def __iter__(self) -> Iterator[ScopeKey]:
-        return iter((self.key, self.model, self.key_model))
-
-    def __getitem__(self, scope: Scope) -> ScopeKey:
-        return {Scope.KEY: self.key, Scope.MODEL: self.model,
-                Scope.KEY_MODEL: self.key_model}[scope]
+    def named(self, scope: Scope) -> ScopeKey:
+        """The scope a cooldown names."""
+        return self.key if scope is Scope.KEY else self.model if scope is Scope.MODEL \
+            else self.key_model
 
 
 class Health:
@@ -69,6 +68,15 @@ class Health:
     def cooling(self, scope: ScopeKey) -> Cooling | None:
         entry = self._cooldowns.get(scope)
         return entry if entry is not None and entry.until > self.clock() else None
+
+    def cooling_of(self, provider: str, fingerprint: str, model: str
+                   ) -> list[tuple[ScopeKey, Cooling]]:
+        """The scopes of one candidate that are cooling — looked up only when
+        anything cools at all: the common call finds nothing to look up."""
+        if not len(self._cooldowns):
+            return []
+        return [(scope, c) for scope in Scopes.of(provider, fingerprint, model)
+                if (c := self.cooling(scope)) is not None]
 
     def record(self, verdict: Verdict, key: ScopeKey, model: ScopeKey,
                started: float | None = None, key_model: ScopeKey | None = None
@@ -179,6 +187,8 @@ class Health:
         """A success resets the backoff of every scope that served it (a
         shared store's near cache knows every replica's strikes: nothing to
         tell anybody when it has none)."""
+        if not len(self._strikes):
+            return
         for scope in scopes:
             if self._strikes.get(scope) is not None:
                 self._strikes.delete(scope)

@@ -407,6 +407,9 @@ class SharedStore:
     def items(self) -> Iterator[tuple[Hashable, Any]]:
         return self.local.items()
 
+    def __len__(self) -> int:
+        return len(self.local)
+
     def clear(self) -> None:
         self.local.clear()
         self.link.queue(Op(self.kind, "clear", publish=True))

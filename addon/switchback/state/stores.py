@@ -35,6 +35,9 @@ class Store(Protocol):
     def delete(self, key: Hashable) -> None: ...
     def items(self) -> Iterator[tuple[Hashable, Any]]: ...
     def clear(self) -> None: ...
+    def __len__(self) -> int:
+        """Entries held (expired ones may count until they are swept): 0
+        means there is nothing to look up."""
     async def fetch(self, key: Hashable) -> Any | None:
         """`get`, asking a shared backend when this replica does not know."""
     async def claim(self, key: Hashable, value: Any, ttl: float) -> bool:
@@ -72,6 +75,9 @@ class MemoryStore:
 
     def clear(self) -> None:
         self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     async def fetch(self, key: Hashable) -> Any | None:
         return self.get(key)
