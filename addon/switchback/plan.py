@@ -106,3 +106,12 @@ def plan(call: LlmCall, config: Config, table: ProviderTable,
     for c in candidates:
         unique.setdefault((c.provider.name, c.model, c.fingerprint), c)
     return Plan(tuple(unique.values()), tuple(skipped))
+
+
+def ahead(candidates: tuple[Candidate, ...], owner: str | None) -> tuple[Candidate, ...]:
+    """`candidates` with those of `owner` (provider and key, `Candidate.owner`)
+    first, the rest in their order: a session goes back to the account that
+    holds its prompt cache and can read its reasoning, ahead of rotation."""
+    if owner is None:
+        return candidates
+    return tuple(sorted(candidates, key=lambda c: c.owner != owner))

@@ -86,3 +86,18 @@ def refused_as_unreadable(text: str) -> bool:
         word in lowered for word in ("could not be verified", "invalid", "cannot be decrypted",
                                      "could not be decrypted"))
 
+
+
+def session_name(body: Mapping[str, Any]) -> str | None:
+    """The session a call names (`prompt_cache_key`, as Codex sends its session
+    id, in either protocol), or None."""
+    name = body.get("prompt_cache_key")
+    return name if isinstance(name, str) and name else None
+
+
+def reasoning_items(body: Mapping[str, Any]) -> int:
+    """How many reasoning items a Responses request's input carries."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return 0
+    return sum(1 for item in items if isinstance(item, dict) and item.get("type") == REASONING)

@@ -17,6 +17,7 @@ from .conversations import Conversations
 from .cooldowns import Health
 from .protocol_memory import ProtocolMemory
 from .quirks import Quirks
+from .sessions import Sessions
 from .stores import Stores
 
 DAY = 86_400.0
@@ -29,6 +30,7 @@ class Learned:
     protocols: ProtocolMemory
     conversations: Conversations
     quirks: Quirks
+    sessions: Sessions
 
     @classmethod
     def over(cls, stores: Stores, policy: CooldownPolicy = CooldownPolicy(),
@@ -39,14 +41,17 @@ class Learned:
                                    stores.probes),
                    ProtocolMemory(stores.protocols, protocol_ttl),
                    Conversations(stores.conversations, stores.affinity, conversation_ttl),
-                   Quirks(stores.quirks))
+                   Quirks(stores.quirks),
+                   Sessions(stores.sessions, stores.reasoning, conversation_ttl))
 
     def configure(self, policy: CooldownPolicy, protocol_ttl: float,
                   conversation_ttl: float) -> None:
         """A reloaded config's settings; what was learned stays."""
         self.health.policy = policy
         self.protocols.ttl, self.conversations.ttl = protocol_ttl, conversation_ttl
+        self.sessions.ttl = conversation_ttl
 
     def clear(self) -> None:
         """Forget everything learned (POST /reset, switchback.reset)."""
         self.stores.clear()
+        self.sessions.left_out = 0

@@ -490,9 +490,12 @@ CODECS = {
     "affinity": Codec(str, str),
     "quirks": Codec(str, str),
     "probes": Codec(_dump, lambda text: float(json.loads(text))),
+    "sessions": Codec(str, str),
+    "reasoning": Codec(str, str),
 }
 # small, read on every call
-MIRRORED = {"cooldowns", "strikes", "uses", "protocols", "quirks", "probes"}
+MIRRORED = {"cooldowns", "strikes", "uses", "protocols", "quirks", "probes", "sessions",
+            "reasoning"}
 
 
 def shared_stores(link: Link, memory: Stores) -> Stores:

@@ -104,6 +104,8 @@ class Stores:
     affinity: Store  # response id → who produced it: outlives an evicted conversation
     quirks: Store  # (provider, model, quirk) → what that provider refused
     probes: Store  # scope → when a probe of it was claimed (one at a time per scope)
+    sessions: Store  # session key (caller, prompt_cache_key) → who served its last turn
+    reasoning: Store  # a sealed reasoning item's mark → who produced it
 
     @classmethod
     def memory(cls, clock: Clock = time.time,
@@ -116,7 +118,9 @@ class Stores:
                    conversations=MemoryStore(conversation_bytes, clock, sizeof=len),
                    affinity=MemoryStore(entries, clock),
                    quirks=MemoryStore(entries, clock),
-                   probes=MemoryStore(entries, clock))
+                   probes=MemoryStore(entries, clock),
+                   sessions=MemoryStore(entries, clock),
+                   reasoning=MemoryStore(entries, clock))
 
     def clear(self) -> None:
         for field in fields(self):
