@@ -17,6 +17,7 @@ proxy does (each piece compressed and flushed), with any content type.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import select
 import socket
@@ -230,8 +231,9 @@ def _prefix(items: list) -> str:
 
 
 def sealed_for(key: str | None) -> str:
-    """Encrypted reasoning only `key`'s account can read."""
-    return f"sealed-for-{key}"
+    """Encrypted reasoning only `key`'s account can read. Like a real
+    provider's, it does not show the key (Switchback would mask it)."""
+    return "gAAAA" + hashlib.sha256(f"sealed for {key}".encode()).hexdigest()[:40]
 
 
 def sse(payload: Any, eol: str = "\n") -> bytes:

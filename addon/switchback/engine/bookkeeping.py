@@ -19,6 +19,7 @@ from ..health.hints import Hints
 from ..health.verdict import Action, Outcome, Verdict
 from ..plan import Candidate
 from ..protocols.history import Turn, answered, extend, replay
+from ..protocols.reasoning import marks
 from ..protocols.usage import Usage
 from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
@@ -83,6 +84,10 @@ class CallContext:
     refusal: Answer | None = None
     too_long: set[str] = field(default_factory=set)
     longer: bool = False  # trying the context fallbacks
+    session: str | None = None  # the session the call names (`session_key`)
+    pinned: str | None = None  # who served that session's last turn (`Candidate.owner`)
+    sent_unknown: tuple[str, ...] = ()  # marks of sealed items of unknown producer sent
+    unsealed: set[str] = field(default_factory=set)  # owners retried without those
 
     def in_call_protocol(self, candidate: Candidate) -> Candidate:
         """A provider switched earlier in this call stays switched for its other keys."""
@@ -102,9 +107,10 @@ class Bookkeeper:
     def __init__(self, learned: Learned, config: Config, clock: Callable[[], float]) -> None:
         self.learned, self.config, self.clock = learned, config, clock
 
-    def used(self, candidate: Candidate) -> None:
-        """Rotation: only a provider's own keys take turns."""
-        if len(candidate.provider.keys) > 1:
+    def used(self, ctx: CallContext, candidate: Candidate) -> None:
+        """Rotation: only a provider's own keys take turns, by session: a
+        session's later turns on its own key do not count."""
+        if len(candidate.provider.keys) > 1 and candidate.owner != ctx.pinned:
             self.learned.health.used(key_scope(candidate.provider.name, candidate.fingerprint))
 
     def finish(self, ctx: CallContext, candidate: Candidate, record: AttemptRecord,
@@ -125,6 +131,8 @@ class Bookkeeper:
         ever sees a 429."""
         self.finish(ctx, candidate, record, str(record.status))
         ctx.served_by = candidate
+        if ctx.session is not None:
+            self.learned.sessions.pin(ctx.session, candidate.owner)
         provider, health = candidate.provider.name, self.learned.health
         if ctx.protocol_for.get((provider, candidate.model)) is candidate.protocol:
             self.learned.protocols.put(provider, candidate.model, ctx.call.protocol,
@@ -176,7 +184,15 @@ class Bookkeeper:
     def conversation(self, ctx: CallContext, candidate: Candidate, response: Any) -> None:
         """Keep the conversation a Responses answer ends, for its follow-ups."""
         body, conversations = ctx.call.body, self.learned.conversations
-        if ctx.call.protocol is not Protocol.RESPONSES or body.get("store") is False:
+        if ctx.call.protocol is not Protocol.RESPONSES:
+            return
+        output = response.get("output") if isinstance(response, dict) else None
+        if candidate.protocol is Protocol.RESPONSES:
+            # The reasoning it sealed, and what it read of unknown producers: its own.
+            produced = [*marks(output if isinstance(output, list) else []), *ctx.sent_unknown]
+            if produced:
+                self.learned.sessions.produced(produced, candidate.owner)
+        if body.get("store") is False:
             return
         found = answered(response)
         if found is None:

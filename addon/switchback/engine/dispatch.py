@@ -26,15 +26,18 @@ from ..health.exhaustion import Failure, exhausted_answer
 from ..health.retry import again
 from ..health.verdict import Action, Outcome, Verdict, answer_shaped, judge
 from ..jsonsafe import loads
-from ..plan import Candidate, Plan, plan
+from ..plan import Candidate, Plan, ahead, plan
 from ..protocols.bridge import Bridge, UnknownResponseId
 from ..protocols.envelope import JSON_TYPE, error_body
+from ..protocols.reasoning import (reasoning_items, refused_as_unreadable, sealed_marks,
+                                   session_name, sift)
 from ..protocols.usage import body_usage
 from ..providers import Provider, ProviderTable
 from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
 from ..state.cooldowns import Scopes, key_scope
 from ..state.learned import Learned
+from ..state.sessions import UNREADABLE, session_key
 from ..trail import seconds_text
 from ..vocabulary import CallOutcome, FailureKind, ProbeResult, Protocol, Quirk, Reason, Retry
 from .bookkeeping import Bookkeeper, CallContext, Continuation, caller
@@ -66,7 +69,12 @@ class Dispatcher:
         planned = self._plan(call)
         for note in planned.skipped:
             ctx.trail.note(note)
-        candidates = planned.candidates
+        name = session_name(call.body)
+        if name is not None:
+            # A session goes back to the account that served its last turn.
+            ctx.session = session_key(caller(call), name)
+            ctx.pinned = self.learned.sessions.owner(ctx.session)
+        candidates = ahead(planned.candidates, ctx.pinned)
         if ctx.continuation is not None:
             candidates = ctx.continuation.order(candidates)
         delivery = await self._through(ctx, candidates)
@@ -253,18 +261,27 @@ class Dispatcher:
         return max((c for _, c in found), key=lambda c: c.until) if found else None
 
     async def _attempt(self, ctx: CallContext, candidate: Candidate, probe: bool = False,
-                       retry: Retry | None = None) -> Answer | Committed | None:
-        """One try. Returns what to deliver, or None to move on."""
+                       retry: Retry | None = None, unsealed: bool = False
+                       ) -> Answer | Committed | None:
+        """One try. Returns what to deliver, or None to move on. `unsealed`:
+        without the sealed reasoning whose producer is unknown (after this
+        candidate refused it)."""
         call, books = ctx.call, self.books
         request, raw = call.body, call.raw
         replayed = ctx.continuation.request_for(candidate, request) if ctx.continuation else None
+        left_out = 0
+        ctx.sent_unknown = ()
         if replayed is not None:
             request, left_out = replayed
             raw = json.dumps(request).encode()
             ctx.trail.note("replayed history")
+        elif call.protocol is Protocol.RESPONSES:
+            request, left_out = self._sifted(ctx, candidate, request, unsealed)
             if left_out:
-                ctx.trail.note(f"left out {left_out} reasoning item(s) only their producer "
-                               "can read")
+                raw = json.dumps(request).encode()
+        if left_out:
+            ctx.trail.note(f"left out {left_out} reasoning item(s) only their producer can read")
+            self.learned.sessions.left_out += left_out
         quirks = self.learned.quirks
         bridge = Bridge(call.protocol, candidate.protocol, request, raw,
                         ask_usage=not quirks.has(candidate.provider.name,
@@ -283,9 +300,9 @@ class Dispatcher:
         headers = upstream_headers(call, candidate)
         record = AttemptRecord(candidate.provider.name, candidate.fingerprint, candidate.url,
                                masked(headers), body, self.clock(), retry=retry,
-                               probe=ProbeResult.FAILED if probe else None)
+                               probe=ProbeResult.FAILED if probe else None, left_out=left_out)
         ctx.attempts.append(record)
-        books.used(candidate)
+        books.used(ctx, candidate)
         own = own_call(call, candidate)
         exchanged = await exchange(
             self.transport, Sending(candidate.url, headers, body, call.stream,
@@ -295,6 +312,25 @@ class Dispatcher:
             return await self._judged(ctx, candidate, record, bridge, exchanged)
         finally:
             exchanged.release()  # a held stream not committed goes back
+
+    def _sifted(self, ctx: CallContext, candidate: Candidate, request: dict,
+                unsealed: bool) -> tuple[dict, int]:
+        """A Responses client's own input for `candidate`: sealed reasoning
+        another account produced is left out; a chat candidate gets none (the
+        translation drops it), and the trail says so."""
+        if candidate.protocol is not Protocol.RESPONSES:
+            dropped = reasoning_items(request)
+            if dropped:
+                ctx.trail.note(f"dropped {dropped} reasoning item(s) (translated to chat)")
+            return request, 0
+        found = sealed_marks(request)
+        if not found:
+            return request, 0
+        producers = self.learned.sessions.producers_of(found)
+        sifted = sift(request, producers, candidate.owner, keep_unknown=not unsealed)
+        if not unsealed:
+            ctx.sent_unknown = tuple(m for m in found if m not in producers)
+        return sifted.body, sifted.left_out
 
     async def _judged(self, ctx: CallContext, candidate: Candidate, record: AttemptRecord,
                       bridge: Bridge, exchanged: Exchanged) -> Answer | Committed | None:
@@ -330,6 +366,18 @@ class Dispatcher:
                 books.conversation(ctx, candidate, loads(answer.body))
             return answer
         if verdict.action is Action.PASS_THROUGH:
+            if ctx.sent_unknown and candidate.owner not in ctx.unsealed \
+                    and candidate.protocol is Protocol.RESPONSES \
+                    and refused_as_unreadable(outcome.error.text):
+                # Sealed reasoning of a producer Switchback does not know, and
+                # not this account's: once more, without it.
+                ctx.unsealed.add(candidate.owner)
+                self.learned.sessions.produced(ctx.sent_unknown, UNREADABLE)
+                books.finish(ctx, candidate, record, f"{outcome.status} (cannot read "
+                                                     f"{len(ctx.sent_unknown)} reasoning "
+                                                     "item(s); again without)")
+                return await self._attempt(ctx, candidate, record.probe is not None,
+                                           unsealed=True)
             if bridge.hides_usage and outcome.status in (400, 422) \
                     and b"stream_options" in outcome.body:
                 # The option Switchback added is refused, not the client's call.

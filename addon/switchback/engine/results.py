@@ -46,6 +46,7 @@ class AttemptRecord:
     switched_to: Protocol | None = None  # the protocol retried on a missing endpoint
     retry: Retry | None = None  # this attempt tried the candidate that had just failed, and why
     probe: ProbeResult | None = None  # this attempt probed a cooling scope, and how it went
+    left_out: int = 0  # sealed reasoning items left out: another account produced them
     ended: float = 0.0
 
 

@@ -56,6 +56,9 @@ class Metrics:
                             "calls only)", ["provider", "model"], registry=r)
         self.unpriced = Counter("switchback_unpriced_calls", "Served calls whose model has no "
                                 "known price", ["provider", "model"], registry=r)
+        self.left_out = Counter("switchback_reasoning_left_out", "Sealed reasoning items "
+                                "left out of a request: another account produced them",
+                                ["provider"], registry=r)
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
         self._models: set[tuple[str, str]] = set()
         self.first_byte_seconds = Histogram("switchback_first_byte_seconds", "Upstream "
@@ -78,6 +81,8 @@ class Metrics:
                 self.retries.labels(provider, attempt.retry.value).inc()
             if attempt.probe is not None:
                 self.probes.labels(provider, attempt.probe.value).inc()
+            if attempt.left_out:
+                self.left_out.labels(provider).inc(attempt.left_out)
         served = result.served_by
         self.calls.labels(served.provider.name if served else "none", result.outcome.value).inc()
         if served is not None and result.failures:

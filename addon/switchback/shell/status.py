@@ -65,6 +65,11 @@ def status_document(table: ProviderTable, configured: set[str], learned: Learned
                       for (provider, model, client), served in sorted(learned.protocols.items())],
         "quirks": [{"provider": provider, "model": model, "quirk": quirk.value}
                    for provider, model, quirk in learned.quirks.items()],
+        # Agent sessions: pinned to the account that served their last turn;
+        # sealed reasoning items whose producer is known; items left out here.
+        "sessions": {"pinned": learned.sessions.pinned,
+                     "reasoning_known": learned.sessions.known,
+                     "reasoning_left_out": learned.sessions.left_out},
         "counters": metrics.totals(),
         "state": state,
         "budgets": budgets or [],
