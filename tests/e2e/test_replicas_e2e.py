@@ -127,3 +127,30 @@ def test_losing_redis_mid_run_loses_no_call_and_the_replicas_rejoin(fresh):
     while [c["key"] for c in status(b)["cooldowns"] if c["provider"] == "keyed"] != cooling:
         assert time.monotonic() < deadline, "A's cooldown was not written through"
         time.sleep(0.05)
+
+
+def codex_turn(running, base_url: str, history: list, text: str, session: str) -> None:
+    """A Codex-shaped turn (`store: false`, sealed reasoning, `prompt_cache_key`)."""
+    history.append({"role": "user", "content": text})
+    response = running.openai(base_url).responses.create(
+        model="m", input=history, store=False, include=["reasoning.encrypted_content"],
+        prompt_cache_key=session)
+    history.extend(item.model_dump(exclude_none=True) for item in response.output)
+
+
+def test_two_replicas_agree_on_a_sessions_key(fresh):
+    keyed, chat_only, redis, a, b = fresh
+    session: list = []
+    codex_turn(a, keyed.base_url, session, "hello", "session-shared")  # a new session: K1
+    deadline = time.monotonic() + 5
+    while status(b)["sessions"]["pinned"] < 1:
+        assert time.monotonic() < deadline, "B never heard of the session"
+        time.sleep(0.01)
+    # B's rotation alone would pick K2 (K1 was just used); the session goes to K1.
+    for turn, replica in enumerate((b, a, b)):
+        codex_turn(replica, keyed.base_url, session, f"turn {turn}", "session-shared")
+    assert [s.key for s in keyed.seen] == [K1] * 4
+    assert sum(i.get("type") == "reasoning" and bool(i.get("encrypted_content"))
+               for i in keyed.seen[-1].body["input"]) == 3  # K1's reasoning, all of it
+    codex_turn(b, keyed.base_url, [], "hi", "another-session")  # a new one takes the other key
+    assert keyed.seen[-1].key == K2
