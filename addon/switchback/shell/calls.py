@@ -212,10 +212,15 @@ class Calls:
             relayed.restore(flow.request)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        """A relayed stream has ended: its (first MiB of) body becomes viewable."""
+        """A relayed stream has ended: its (first MiB of) body becomes viewable.
+        mitmweb's view took the flow's end before this hook ran (its addon
+        comes first), so it is told again, now with the body."""
         shown = self.showing.pop(flow.id, None)
         if shown is not None and flow.response is not None and shown.shown is not None:
             flow.response.content = bytes(shown.shown)
+            view = ctx.master.addons.get("view")
+            if view is not None and view.get_by_id(flow.id) is not None:
+                view.update([flow])
 
     async def error(self, flow: http.HTTPFlow) -> None:
         """A relayed flow that died before the relay answered: close its stream now."""
