@@ -21,7 +21,7 @@ from mitmproxy.version import VERSION
 from playwright.sync_api import Page, expect, sync_playwright
 
 from support.fakeprovider import CHAT, Reply
-from support.proxy import BIN, GUARD, ROOT, Proxy, free_port, wait_for_port
+from support.proxy import BIN, GUARD, Proxy, ROOT, free_port, stop, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "mitmweb"
@@ -61,12 +61,7 @@ def switchback_web(tmp_path: Path, confdir: Path, upstream_ca: Path, config: str
         wait_for_port(web_port, process, log)
         yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log), web_port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
-from support.engine import Clock
+from support.engine import Clock, until
 from support.redisserver import RedisServer
 from switchback.health.cooldown import CooldownPolicy
 from switchback.shell.metrics import Metrics
@@ -26,12 +24,6 @@ from switchback.vocabulary import Reason
 SCOPE = model_scope("primary", "gpt-4o")
 
 
-async def until(condition, seconds: float = 5.0) -> None:
-    started = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - started > seconds:
-            pytest.fail(f"not within {seconds}s")
-        await asyncio.sleep(0.001)
 
 
 def test_one_probe_per_scope_across_replicas(tmp_path, request):

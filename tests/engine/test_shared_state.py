@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 import pytest
 import redis.asyncio as aioredis
 
+from support.engine import until
 from support.redisserver import RedisServer
 from switchback.state.link import Link, shared_stores
 from switchback.health.cooldown import Cooling
@@ -30,14 +30,6 @@ class Replica:
         self.health = Health(self.stores.cooldowns, self.stores.strikes, self.stores.uses)
 
 
-async def until(condition, seconds: float = 5.0) -> float:
-    """Seconds until `condition()` held (bounded); fails the test past `seconds`."""
-    started = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - started > seconds:
-            pytest.fail(f"not within {seconds}s")
-        await asyncio.sleep(0.001)
-    return time.perf_counter() - started
 
 
 @pytest.fixture

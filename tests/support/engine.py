@@ -106,3 +106,14 @@ class ScriptedTransport:
 
     async def aclose(self) -> None:
         pass
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> float:
+    """Seconds until `condition()` held, looking every millisecond; fails past
+    `seconds` (what another task or replica does is seen a moment later)."""
+    started = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - started > seconds:
+            raise AssertionError(f"not within {seconds}s")
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - started

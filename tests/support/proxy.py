@@ -132,9 +132,14 @@ def running_proxy(workdir: Path, confdir: Path, upstream_ca: Path | None,
             wait_for_port(status_port, process, log)
         yield Proxy(port, confdir / "mitmproxy-ca-cert.pem", log, status_port, process=process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process a test started: asked first, killed if it will not go."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
