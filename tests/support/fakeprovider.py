@@ -35,6 +35,9 @@ from .threaded import ServedInThread
 from .tlsca import ServerCert
 
 CHAT, RESPONSES = "/chat/completions", "/responses"
+# One creation time for every answer: two recordings of a stream made a
+# second apart must still be byte-identical.
+CREATED = 1_700_000_000
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Seen:
 
 
 def chat_completion(model: str, text: str) -> dict:
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": CREATED,
             "model": model, "choices": [{"index": 0, "finish_reason": "stop",
                                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
@@ -79,7 +82,7 @@ def chat_events(model: str, text: str, usage: bool) -> list[Any]:
     """A chat stream as OpenAI sends it: asked for usage, every chunk carries
     `"usage": null` and a last chunk without choices carries the usage."""
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+            "created": CREATED, "model": model}
     nothing = {"usage": None} if usage else {}
     events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                     "finish_reason": None}], **nothing}]
@@ -99,7 +102,7 @@ def chat_events(model: str, text: str, usage: bool) -> list[Any]:
 def response_object(model: str, text: str, status: str = "completed", rid: str = "resp_fake",
                     reasoning: dict | None = None, usage: dict | None = None) -> dict:
     content = [{"type": "output_text", "text": text, "annotations": []}]
-    answer = {"id": rid, "object": "response", "created_at": int(time.time()),
+    answer = {"id": rid, "object": "response", "created_at": CREATED,
             "status": status, "model": model, "error": None, "incomplete_details": None,
             "instructions": None, "tools": [], "tool_choice": "auto",
             "parallel_tool_calls": True,
