@@ -137,11 +137,8 @@ def test_usage_asked_on_a_chat_clients_behalf_never_reaches_it_however_cut(eol, 
     and the meter still reads the usage."""
     events = chat_tool_events if tools else chat_events
     subject = "get_weather" if tools else TEXT
-    def stream(usage: bool) -> bytes:
-        # One `created` for both: made apart, they may straddle a second.
-        return b"".join(sse({**event, "created": 1} if isinstance(event, dict) else event, eol)
-                        for event in events("m", subject, usage=usage))
-    asked, plain = stream(True), stream(False)
+    asked = b"".join(sse(event, eol) for event in events("m", subject, usage=True))
+    plain = b"".join(sse(event, eol) for event in events("m", subject, usage=False))
     got, usage = asyncio.run(metered(cut(asked, points), CHAT, CHAT, usage_asked=False))
     assert got == plain
     assert usage == Usage(5, 3, model="m")
