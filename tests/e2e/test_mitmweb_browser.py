@@ -20,7 +20,7 @@ import pytest
 from mitmproxy.version import VERSION
 from playwright.sync_api import Page, expect, sync_playwright
 
-from support.fakeprovider import CHAT, Reply
+from support.fakeprovider import CHAT, LIMITED, PAIR
 from support.proxy import BIN, GUARD, Proxy, ROOT, free_port, stop, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,14 +28,6 @@ ARTIFACTS = ROOT / "test-artifacts" / "mitmweb"
 TOKEN = "switchback-browser-test"
 NEW_WEB = int(VERSION.split(".")[0]) >= 12  # mitmweb 12 asks for a token
 WAIT_MS = 15_000  # the longest any expectation waits for the page
-CONFIG = """
-providers:
-  primary: {{base_url: "{primary}"}}
-  backup: {{base_url: "{backup}", keys: [sk-backup-literal]}}
-fallbacks: {{"*": [backup/*]}}
-"""
-LIMITED = Reply(status=429, headers={"retry-after": "20"},
-                body={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}})
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 
 
@@ -96,7 +88,7 @@ def open_flow(page: Page, row, tab: str, showing: str) -> str:
 def test_mitmweb_shows_calls_attempts_and_answers_as_a_person_reads_them(
         fakes, tmp_path, confdir, server_cert, page):
     primary, backup = fakes("primary"), fakes("backup", paths=(CHAT,))
-    with switchback_web(tmp_path, confdir, server_cert.ca, CONFIG.format(
+    with switchback_web(tmp_path, confdir, server_cert.ca, PAIR.format(
             primary=primary.base_url, backup=backup.base_url)) as (proxy, web_port):
         client = proxy.openai(primary.base_url)
         client.chat.completions.create(model="m", messages=MESSAGES)

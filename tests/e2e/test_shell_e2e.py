@@ -17,17 +17,9 @@ from mitmproxy import io
 from mitmproxy.version import VERSION
 
 from support.connectproxy import ConnectProxy
-from support.fakeprovider import CHAT, Reply
+from support.fakeprovider import CHAT, LIMITED, PAIR
 from support.proxy import ADDON, BIN, free_port, running_proxy
 
-PAIR = """
-providers:
-  primary: {{base_url: "{primary}"}}
-  backup: {{base_url: "{backup}", keys: [sk-backup-literal]}}
-fallbacks: {{"*": [backup/*]}}
-"""
-LIMITED = Reply(status=429, headers={"retry-after": "20"},
-                body={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}})
 
 
 def test_malformed_config_stops_the_proxy_with_file_key_and_fix(tmp_path, confdir):

@@ -15,7 +15,7 @@ import pytest
 
 from support.proxy import ROOT, free_port
 from support.threaded import ServedInThread
-from support.traces import call
+from support.traces import call, keep_host_otel_out
 from switchback.shell.tracing import Tracing
 
 ADDON = ROOT / "addon"
@@ -23,11 +23,7 @@ ADDON = ROOT / "addon"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exporter reads its other settings from os.environ: keep the host's out."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    keep_host_otel_out(monkeypatch)
 
 
 def test_unreachable_collector_does_not_hold_up_shutdown() -> None:

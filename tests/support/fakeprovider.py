@@ -59,6 +59,18 @@ class Reply:
     encoding: str | None = None  # gzip, deflate, br or zstd: each raw piece compressed and flushed
 
 
+# The config most failover tests use: the addressed provider with the client's
+# key, and a backup with a configured one; `.format(primary=…, backup=…)`.
+PAIR = """
+providers:
+  primary: {{base_url: "{primary}"}}
+  backup: {{base_url: "{backup}", keys: [sk-backup-literal]}}
+fallbacks: {{"*": [backup/*]}}
+"""
+LIMITED = Reply(status=429, headers={"retry-after": "20"},
+                body={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}})
+
+
 @dataclass
 class Seen:
     path: str

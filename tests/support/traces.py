@@ -3,6 +3,8 @@ rate-limited on a real provider's URL, the second served by a loopback one."""
 
 from __future__ import annotations
 
+import os
+
 from switchback.shell.tracing import AttemptTrace, CallTrace
 
 T0 = 1_700_000_000.25  # exactly representable, so the ns values in tests are exact
@@ -32,3 +34,11 @@ def call(**overrides: object) -> CallTrace:
         ))
     fields.update(overrides)
     return CallTrace(**fields)  # type: ignore[arg-type]
+
+
+def keep_host_otel_out(monkeypatch) -> None:
+    """The exporter reads its other settings from os.environ: keep the host's out."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")

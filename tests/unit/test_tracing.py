@@ -3,24 +3,19 @@ environment (export to a real receiver: tests/engine/test_tracing_export.py)."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from support.traces import SECRET, T0, attempt, call
+from support.traces import SECRET, attempt, call, keep_host_otel_out
 from switchback.shell.tracing import CallTrace, Tracing
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exporter reads its other settings from os.environ: keep the host's out."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    keep_host_otel_out(monkeypatch)
 
 
 def recorded(trace: CallTrace) -> tuple[ReadableSpan, list[ReadableSpan]]:
