@@ -101,6 +101,16 @@ class Quirk(enum.StrEnum):
     no later call pays for finding it out again."""
 
     NO_STREAM_OPTIONS = "refuses stream_options"  # Mistral's 422: usage is estimated there
+    NO_PREFILL = "refuses prefill"  # per model: a cut stream is continued by a restart there
+
+
+class Rescue(enum.StrEnum):
+    """How a stream cut mid-answer is continued on another candidate (a
+    provider's `continuation` setting, and the trail's word for it)."""
+
+    PREFILL = "prefill"  # the delivered text sent back as the answer's start
+    RESTART = "restart"  # the original request again; only a matching answer is spliced
+    OFF = "off"  # never continued there
 
 
 class CallOutcome(enum.StrEnum):
@@ -108,6 +118,7 @@ class CallOutcome(enum.StrEnum):
 
     OK = "ok"
     BROKEN = "broken"  # a committed stream that broke: the client got an error after part of it
+    RESCUED = "rescued"  # a committed stream that broke and was continued to a whole answer
     PASSED_THROUGH = "passed through"  # a client error, as the upstream said it
     EXHAUSTED = "exhausted"  # every candidate failed or is cooling
     REFUSED = "refused"  # over its principal's budget: no attempt made

@@ -1,0 +1,226 @@
+"""The rescue's splice, pure: a client's stream cut at any event, continued
+by a prefill, a matching restart or a rephrasing one. The client's whole
+stream must read as one answer — one id, dense sequence numbers, one end —
+whose text is the full answer; a rephrasing restart must be refused before
+it gives the client anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from support.fakeprovider import (TOOL_ARGUMENTS, chat_events, chat_tool_events, response_events,
+                                  response_tool_events, sse_bytes)
+from switchback.protocols.assemble import assemble
+from switchback.protocols.splice import (Diverged, Spliced, flagged, prefilled, splice_for)
+from switchback.protocols.shapers import passthrough
+from switchback.protocols.sse import SseParser
+from switchback.protocols.usage import Usage
+from switchback.vocabulary import Protocol, Rescue
+
+CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
+TEXT = "The quick brown fox jumps over the lazy dog, and héllo 你好 🎉 again"
+
+
+def recorded(protocol: Protocol, text: str = TEXT, rid: str = "resp_first") -> list:
+    if protocol is CHAT:
+        events = chat_events("m", text, usage=True)
+        for event in events:
+            if isinstance(event, dict):
+                event["id"] = "chatcmpl-" + rid
+        return events
+    return response_events("m", text, rid=rid)
+
+
+def stream(events: list) -> bytes:
+    return sse_bytes(events)
+
+
+def cut(protocol: Protocol, events: list, at: int) -> bytes:
+    """What a client got of a stream cut after `at` events."""
+    return stream(events[:at])
+
+
+def continued(protocol: Protocol, delivered: bytes, continuation: list, mode: Rescue,
+              extra: Usage = Usage()) -> bytes:
+    splice = splice_for(protocol)
+    assert splice is not None
+    splice.catch_up(delivered)
+    splice.begin(mode, extra)
+    shaper = Spliced(passthrough(protocol), splice)
+    out = b""
+    for event in SseParser().feed(stream(continuation)):
+        out += shaper.feed(event)
+    return delivered + out
+
+
+def words_cut(protocol: Protocol, at: int) -> tuple[bytes, str]:
+    """The stream cut after `at` events, and the text the client has."""
+    delivered = cut(protocol, recorded(protocol), at)
+    got = assemble(protocol, delivered)
+    assert got is not None
+    return delivered, got.text
+
+
+def check_one_answer(protocol: Protocol, whole: bytes, text: str = TEXT) -> None:
+    got = assemble(protocol, whole)
+    assert got is not None and got.error is None
+    assert got.text == text
+    events = [e for e in SseParser().feed(whole) if e.json() is not None]
+    if protocol is CHAT:
+        assert {e.json()["id"] for e in events} == {"chatcmpl-resp_first"}
+        assert sum(1 for e in events for c in e.json()["choices"] if c.get("finish_reason")) == 1
+        assert whole.endswith(b"data: [DONE]\n\n")
+    else:
+        numbers = [e.json()["sequence_number"] for e in events]
+        assert numbers == list(range(len(numbers)))
+        ends = [e.json() for e in events if e.json()["type"] == "response.completed"]
+        assert len(ends) == 1 and ends[0]["response"]["id"] == "resp_first"
+        assert ends[0]["response"]["output"][-1]["content"][0]["text"] == text
+        done = [e.json()["text"] for e in events if e.json()["type"] == "response.output_text.done"]
+        assert done == [text]
+        assert [e.json()["type"] for e in events].count("response.output_item.added") == 1
+
+
+def prefill_answer(protocol: Protocol, delivered_text: str) -> list:
+    """What a prefill-capable provider answers: only the rest."""
+    return recorded(protocol, TEXT[len(delivered_text):], rid="second")
+
+
+PROTOCOLS = [CHAT, RESPONSES]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(PROTOCOLS), st.data())
+def test_every_cut_continued_by_prefill_or_matching_restart_is_the_whole_answer(
+        protocol: Protocol, data: st.DataObject) -> None:
+    events = recorded(protocol)
+    last_content = max(i for i, e in enumerate(events) if "delta" in json.dumps(e)
+                       and ('"content": "' in json.dumps(e) or "output_text.delta" in json.dumps(e)))
+    at = data.draw(st.integers(1, last_content))
+    delivered, text = words_cut(protocol, at)
+    splice = splice_for(protocol)
+    assert splice is not None
+    splice.catch_up(delivered)
+    assert splice.blocker() is None
+    if text:
+        assert splice.prefill() == text
+        check_one_answer(protocol, continued(protocol, delivered, prefill_answer(protocol, text),
+                                             Rescue.PREFILL))
+    check_one_answer(protocol, continued(protocol, delivered, recorded(protocol, rid="second"),
+                                         Rescue.RESTART))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_rephrased_restart_diverges_before_it_gives_the_client_anything(
+        protocol: Protocol) -> None:
+    delivered, text = words_cut(protocol, 6)
+    assert text
+    with pytest.raises(Diverged):
+        continued(protocol, delivered, recorded(protocol, "A quick brown fox", rid="second"),
+                  Rescue.RESTART)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_restart_shorter_than_what_was_delivered_diverges_at_its_end(
+        protocol: Protocol) -> None:
+    delivered, text = words_cut(protocol, 9)
+    with pytest.raises(Diverged):
+        continued(protocol, delivered, recorded(protocol, text[:5], rid="second"),
+                  Rescue.RESTART)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_finished_answer_is_not_continued(protocol: Protocol) -> None:
+    splice = splice_for(protocol)
+    assert splice is not None
+    splice.catch_up(stream(recorded(protocol)))
+    assert splice.blocker() == "the answer had completed"
+
+
+def test_several_choices_are_not_continued() -> None:
+    events = recorded(CHAT)
+    second = json.loads(json.dumps(events[1]))
+    second["choices"][0]["index"] = 1
+    splice = splice_for(CHAT)
+    assert splice is not None
+    splice.catch_up(stream([events[0], events[1], second]))
+    assert splice.blocker() == "several choices (n > 1)"
+
+
+@pytest.mark.parametrize("protocol,events", [
+    (CHAT, chat_tool_events("m", "get_weather", usage=True)),
+    (RESPONSES, response_tool_events("m", "get_weather")),
+])
+def test_a_tool_call_cut_mid_arguments_is_spliced_only_from_a_restart_that_repeats_them(
+        protocol: Protocol, events: list) -> None:
+    at = 4  # inside the arguments
+    delivered = stream(events[:at])
+    splice = splice_for(protocol)
+    assert splice is not None
+    splice.catch_up(delivered)
+    assert splice.prefill() is None  # prefill cannot continue a tool call
+    whole = continued(protocol, delivered, events, Rescue.RESTART)
+    got = assemble(protocol, whole)
+    assert got is not None and got.error is None
+    assert [(c.name, c.arguments) for c in got.tool_calls] == [("get_weather", TOOL_ARGUMENTS)]
+    assert got.finish in ("tool_calls", "completed")
+    other = json.loads(json.dumps(events).replace('"ci', '"xi'))
+    with pytest.raises(Diverged):
+        continued(protocol, delivered, other, Rescue.RESTART)
+    renamed = json.loads(json.dumps(events).replace("get_weather", "get_time"))
+    with pytest.raises(Diverged):
+        continued(protocol, delivered, renamed, Rescue.RESTART)
+
+
+def test_a_prefill_leaves_out_the_new_attempts_reasoning() -> None:
+    delivered, text = words_cut(CHAT, 5)
+    answer = prefill_answer(CHAT, text)
+    answer.insert(1, {**answer[1], "choices": [{"index": 0, "delta": {
+        "reasoning_content": "thinking again"}, "finish_reason": None}]})
+    whole = continued(CHAT, delivered, answer, Rescue.PREFILL)
+    got = assemble(CHAT, whole)
+    assert got is not None and got.text == TEXT and got.reasoning == ""
+
+
+@pytest.mark.parametrize("protocol,fields", [(CHAT, ("prompt_tokens", "completion_tokens")),
+                                             (RESPONSES, ("input_tokens", "output_tokens"))])
+def test_the_client_sees_the_usage_of_both_attempts(protocol: Protocol, fields: tuple) -> None:
+    delivered, text = words_cut(protocol, 5)
+    whole = continued(protocol, delivered, prefill_answer(protocol, text), Rescue.PREFILL,
+                      Usage(7, 4))
+    got = assemble(protocol, whole)
+    assert got is not None and got.usage is not None
+    assert (got.usage.input, got.usage.output) == (5 + 7, 3 + 4)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_clean_error_keeps_the_clients_ids(protocol: Protocol) -> None:
+    delivered, _ = words_cut(protocol, 5)
+    splice = splice_for(protocol)
+    assert splice is not None
+    splice.catch_up(delivered)
+    end = splice.fail("upstream stream broke: reset")
+    events = [e.json() for e in SseParser().feed(end) if e.json() is not None]
+    if protocol is CHAT:
+        assert events[0]["error"]["message"] == "upstream stream broke: reset"
+        assert end.endswith(b"data: [DONE]\n\n")
+    else:
+        assert events[0]["type"] == "response.failed"
+        assert events[0]["response"]["id"] == "resp_first"
+        assert events[0]["sequence_number"] == 5
+
+
+def test_prefilled_requests() -> None:
+    chat = prefilled(CHAT, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "He")
+    assert chat["messages"][-1] == {"role": "assistant", "content": "He"}
+    assert flagged(chat)["messages"][-1] == {"role": "assistant", "content": "He",
+                                             "prefix": True}
+    responses = prefilled(RESPONSES, {"model": "m", "input": "hi"}, "He")
+    assert responses["input"] == [
+        {"role": "user", "content": "hi"},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "He", "annotations": []}]}]
