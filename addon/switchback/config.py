@@ -26,7 +26,7 @@ from .accounting.pricing import Price
 from .health.cooldown import CooldownPolicy
 from .state.stores import DEFAULT_CONVERSATION_BYTES
 from .providers import BUILTIN, Provider
-from .vocabulary import AUTO, PROVIDER_PROTOCOLS
+from .vocabulary import AUTO, PROVIDER_PROTOCOLS, Rescue
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -95,6 +95,7 @@ class Config:
     pricing: Mapping[str, Price] = field(default_factory=dict)  # by model, over genai-prices
     budgets: Mapping[str, tuple[Budget, ...]] = field(default_factory=dict)  # by principal, "*"
     budget_output_tokens: int = DEFAULT_OUTPUT_TOKENS  # held for a call with no output limit
+    resume: bool = True  # continue a stream cut mid-answer on another candidate
     source: str = "<built-in defaults>"
 
     def fallbacks_for(self, model: str) -> tuple[Target, ...]:
@@ -175,7 +176,8 @@ class _Reader:
     def provider(self, name: str, raw: Any) -> Provider | None:
         key = f"providers.{name}"
         before = len(self.problems)
-        raw = self.mapping(raw, key, ("base_url", "keys", "protocol"))
+        raw = self.mapping(raw, key, ("base_url", "keys", "protocol", "continuation",
+                                      "prefix"))
         base_url = raw.get("base_url")
         parts = urlsplit(base_url) if isinstance(base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -193,10 +195,22 @@ class _Reader:
         if protocol not in PROVIDER_PROTOCOLS:
             self.fail(f"{key}.protocol", f"unknown protocol {protocol!r}",
                       f"use one of: {', '.join(PROVIDER_PROTOCOLS)}")
+        builtin = BUILTIN.get(name)
+        continuation = raw.get("continuation", builtin.continuation if builtin
+                               else Rescue.PREFILL.value)
+        if continuation not in tuple(Rescue):
+            self.fail(f"{key}.continuation", f"unknown continuation {continuation!r}",
+                      f"use one of: {', '.join(Rescue)}")
+        prefix = raw.get("prefix", builtin.prefix if builtin else False)
+        if not isinstance(prefix, bool):
+            self.fail(f"{key}.prefix", f"expected true or false, got {prefix!r}",
+                      "write prefix: true for a provider that wants a prefilled answer's "
+                      "start marked (Mistral, DeepSeek)")
         if len(self.problems) > before:
             return None
         return Provider(name=name, base_url=base_url.rstrip("/"),
-                        keys=tuple(s for s in secrets if s is not None), protocol=protocol)
+                        keys=tuple(s for s in secrets if s is not None), protocol=protocol,
+                        continuation=Rescue(continuation), prefix=prefix)
 
     def targets(self, model: str, raw: Any, providers: Collection[str],
                 section: str = "fallbacks") -> tuple[Target, ...]:
@@ -364,7 +378,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     raw = reader.mapping(raw, "", ("providers", "fallbacks", "timeouts", "cooldown",
                                    "protocol_memory", "conversations", "state", "pricing",
                                    "budgets", "budget_output_tokens",
-                                   "context_fallbacks"))
+                                   "context_fallbacks", "resume"))
     read = {str(name): reader.provider(str(name), value)
             for name, value in reader.mapping(raw.get("providers"), "providers").items()}
     providers = {name: p for name, p in read.items() if p is not None}
@@ -392,8 +406,14 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
     budgets = reader.budgets(raw.get("budgets"))
     output = reader.count(raw["budget_output_tokens"], "budget_output_tokens") \
         if "budget_output_tokens" in raw else None
+    resume = raw.get("resume", "on")
+    resume = {True: "on", False: "off"}.get(resume, resume)  # YAML reads a bare on/off as a bool
+    if resume not in ("on", "off"):
+        reader.fail("resume", f"expected on or off, got {resume!r}",
+                    "write resume: off to end a stream cut mid-answer with an error instead "
+                    "of continuing it elsewhere")
     reader.check()
-    return Config(providers=providers, fallbacks=fallbacks,
+    return Config(resume=resume == "on", providers=providers, fallbacks=fallbacks,
                   context_fallbacks=context_fallbacks, timeouts=Timeouts(**timeouts),
                   cooldown=CooldownPolicy(**cooldown), max_wait=max_wait, source=source,
                   state=state, pricing=pricing, budgets=budgets,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from .vocabulary import AUTO, ENDPOINTS, Protocol
+from .vocabulary import AUTO, ENDPOINTS, Protocol, Rescue
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,10 @@ class Provider:
     base_url: str  # normalised: no trailing slash
     keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never printed
     protocol: str = AUTO  # AUTO, or a Protocol value it is configured to speak
+    # How a stream cut mid-answer is continued here, and whether a prefilled
+    # answer's start must be marked `prefix: true` (Mistral, DeepSeek).
+    continuation: Rescue = Rescue.PREFILL
+    prefix: bool = False
 
     @property
     def fixed(self) -> Protocol | None:
@@ -39,20 +43,26 @@ class Provider:
         return urlsplit(self.base_url).path.rstrip("/")
 
 
+# Prefill is documented by Groq, OpenRouter and Anthropic, and by Mistral and
+# DeepSeek with `prefix: true`. The others document none: a trailing assistant
+# message may be answered there as a finished turn, a new answer that no
+# splice could tell from a continuation — so a cut stream restarts there.
+_RESTART = Rescue.RESTART
 BUILTIN: Mapping[str, Provider] = {
     p.name: p
     for p in (
-        Provider("openai", "https://api.openai.com/v1"),
+        Provider("openai", "https://api.openai.com/v1", continuation=_RESTART),
         Provider("groq", "https://api.groq.com/openai/v1"),
         Provider("openrouter", "https://openrouter.ai/api/v1"),
-        Provider("together", "https://api.together.xyz/v1"),
-        Provider("mistral", "https://api.mistral.ai/v1"),
-        Provider("deepseek", "https://api.deepseek.com"),
-        Provider("fireworks", "https://api.fireworks.ai/inference/v1"),
-        Provider("gemini", "https://generativelanguage.googleapis.com/v1beta/openai"),
-        Provider("xai", "https://api.x.ai/v1"),
-        Provider("cerebras", "https://api.cerebras.ai/v1"),
-        Provider("perplexity", "https://api.perplexity.ai"),
+        Provider("together", "https://api.together.xyz/v1", continuation=_RESTART),
+        Provider("mistral", "https://api.mistral.ai/v1", prefix=True),
+        Provider("deepseek", "https://api.deepseek.com", prefix=True),
+        Provider("fireworks", "https://api.fireworks.ai/inference/v1", continuation=_RESTART),
+        Provider("gemini", "https://generativelanguage.googleapis.com/v1beta/openai",
+                 continuation=_RESTART),
+        Provider("xai", "https://api.x.ai/v1", continuation=_RESTART),
+        Provider("cerebras", "https://api.cerebras.ai/v1", continuation=_RESTART),
+        Provider("perplexity", "https://api.perplexity.ai", continuation=_RESTART),
         Provider("anthropic", "https://api.anthropic.com/v1"),
     )
 }

@@ -122,3 +122,19 @@ class CallOutcome(enum.StrEnum):
     PASSED_THROUGH = "passed through"  # a client error, as the upstream said it
     EXHAUSTED = "exhausted"  # every candidate failed or is cooling
     REFUSED = "refused"  # over its principal's budget: no attempt made
+
+    @property
+    def answered(self) -> bool:
+        """The client got a whole answer from the providers."""
+        return self in (CallOutcome.OK, CallOutcome.RESCUED)
+
+
+class Break(enum.StrEnum):
+    """How a committed stream stopped short of its answer's end. The value is
+    what the trail says (`primary cut after 40 chunks`)."""
+
+    CUT = "cut"  # reset, or closed without the protocol's end
+    STALLED = "stalled"  # silent past `timeouts.idle`
+    ERROR_EVENT = "error event"
+    MALFORMED = "malformed"  # an event that is not the protocol's, or one too large
+    REPHRASED = "rephrased"  # a restart whose answer differs from what was delivered

@@ -208,12 +208,12 @@ def test_usage_asked_for_a_chat_client_is_kept_from_it(options):
     serve(lambda seen: Script.sse([asked[i:i + 37] for i in range(0, len(asked), 37)]), test)
 
 
-def test_an_error_right_after_content_in_one_read_is_delivered_not_replayed():
+def test_without_resume_an_error_right_after_content_in_one_read_is_delivered_not_replayed():
     events = chat_events("m", "partial", usage=False)
     stream = sse_bytes(events[:2]) + b'data: {"error": {"message": "boom"}}\n\n'
 
     async def test(server: LoopServer) -> None:
-        result = await calling(server, dispatcher(server, Clock()), stream=True)()
+        result = await calling(server, dispatcher(server, Clock(), "resume: off"), stream=True)()
         body = await body_of(result)
         assert body.startswith(stream)  # every event, the error too; then a proper end
         assert body.endswith(b"data: [DONE]\n\n")

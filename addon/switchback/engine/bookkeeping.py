@@ -88,6 +88,9 @@ class CallContext:
     pinned: str | None = None  # who served that session's last turn (`Candidate.owner`)
     sent_unknown: tuple[str, ...] = ()  # marks of sealed items of unknown producer sent
     unsealed: set[str] = field(default_factory=set)  # owners retried without those
+    candidates: tuple[Candidate, ...] = ()  # as planned: a rescue goes down the same list
+    rescuer: Any = None  # the rescue of the stream this call committed (`engine.rescue`)
+    resuming: Any = None  # what a rescue attempt sends (`engine.rescue.Resuming`)
 
     def in_call_protocol(self, candidate: Candidate) -> Candidate:
         """A provider switched earlier in this call stays switched for its other keys."""

@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..recognise import LlmCall, fingerprint
-from ..vocabulary import CallOutcome
 from ..accounting.budgets import Amount, Budget, Refusal, budgets_for
 from ..accounting.estimate import DEFAULT_OUTPUT_TOKENS, worst_case
 from ..accounting.pricing import Pricing
@@ -125,6 +124,7 @@ class Charge:
         self.accounts, self.call, self.principal, self.ended = accounts, call, principal, ended
         self.result: Result | None = None  # what the call delivered, once it has
         self.hold: Hold | None = None
+        self.more: list[Hold] = []  # held for rescues of its stream
         self.worst: Usage | None = None
         self._keeper: asyncio.Task | None = None
         self._closed = False
@@ -152,6 +152,8 @@ class Charge:
         stream = self.stream
         if stream is not None and not stream.closed and exc is None:
             stream.ended.append(self.close)  # the stream's end is the call's
+            if stream.rescue is not None and self.hold is not None:
+                stream.rescue.afford = self.afford
             return
         try:
             if stream is not None and not stream.closed:
@@ -182,32 +184,62 @@ class Charge:
         settling.add_done_callback(self.accounts.settling.discard)
         await asyncio.shield(settling)
 
+    async def afford(self) -> bool:
+        """Hold one more attempt's worst case, for a rescue of the call's
+        stream: False when the budgets cannot take it (then there is none)."""
+        assert self.hold is not None and self.worst is not None
+        accounts = self.accounts
+        budgets = budgets_for(self.principal, accounts.budgets)
+        cost = accounts.cost(self.call.provider.base_url, self.call.model, self.worst) or 0.0
+        want = Amount(cost, self.worst.total)
+        # Looked at first: a rescue the budgets cannot take is no refused call.
+        for account in await accounts.ledger.accounts([(self.principal, budgets)]):
+            used = account.budget.of(account.spent) + account.budget.of(account.reserved)
+            if used + account.budget.of(want) > account.budget.limit:
+                return False
+        held = await accounts.ledger.reserve(self.principal, budgets, want, accounts.hold_ttl)
+        if isinstance(held, Refusal):
+            return False
+        self.more.append(held)
+        return True
+
     async def _settle(self, bill: Bill) -> None:
         assert self.hold is not None
+        ledger = self.accounts.ledger
         try:
-            await self.accounts.ledger.settle(self.hold, bill.amount(), served=bill.served,
-                                              unpriced=bill.unpriced)
+            await ledger.settle(self.hold, bill.amount(), served=bill.served,
+                                unpriced=bill.unpriced)
+            for extra in self.more:  # what the rescues cost is in the bill above
+                await ledger.settle(extra, Amount(), served=False, unpriced=False)
         finally:
             self.ended(bill)
 
     def bill(self) -> Bill:
         result = self.result
         served = result.served_by if result is not None else None
-        if result is None or served is None or result.outcome is not CallOutcome.OK:
+        if result is None or served is None or not result.outcome.answered:
             return Bill(self.principal, False, None, None)
-        usage = self._usage(result)
-        return Bill(self.principal, True, usage,
-                    self.accounts.cost(served.provider.base_url, served.model, usage))
+        stream = self.stream
+        if stream is None:
+            usage = self._usage(result.usage, tokens_of_bytes(len(
+                getattr(result.delivery, "body", b""))))
+            return Bill(self.principal, True, usage,
+                        self.accounts.cost(served.provider.base_url, served.model, usage))
+        # A stream and the rescues that carried it on: each attempt at its own price.
+        usage, cost = Usage(), 0.0
+        for piece in (stream, *stream.continued):
+            meter = piece.meter
+            used = self._usage(meter.usage if meter else None, meter.delivered() if meter else 0)
+            base_url, model = piece.priced if piece.priced[0] else (served.provider.base_url,
+                                                                    served.model)
+            priced = self.accounts.cost(base_url, model, used)
+            usage = usage.plus(used)
+            cost = None if cost is None or priced is None else cost + priced
+        return Bill(self.principal, True, usage, cost)
 
-    def _usage(self, result: Result) -> Usage:
+    def _usage(self, reported: Usage | None, delivered: int) -> Usage:
         """The provider's usage, else an estimate: the request's input and the
         output the client got."""
-        stream = self.stream
-        if stream is not None and stream.meter is not None:
-            reported, delivered = stream.meter.usage, stream.meter.delivered()
-        else:
-            body = getattr(result.delivery, "body", b"")
-            reported, delivered = result.usage, tokens_of_bytes(len(body))
         if reported is not None:
             return reported
         worst = self.worst or worst_case(self.call.body, self.accounts.default_output)

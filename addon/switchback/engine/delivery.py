@@ -17,11 +17,14 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..protocols.kinds import discarded
+from typing import Protocol as Interface
+
+from ..protocols.kinds import Signal, classify, discarded, suspect
 from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
+from ..protocols.splice import Diverged
 from ..protocols.sse import Event, EventTooLarge, SseParser
-from ..vocabulary import FailureKind
+from ..vocabulary import Break, FailureKind, Protocol
 from .gate import Head, ended
 from .upstream import TRANSPORT_ERRORS, transport_failure
 
@@ -62,6 +65,34 @@ class Tap:
 
 
 @dataclass
+class Stop:
+    """Why a committed stream stopped short of its answer's end."""
+
+    kind: Break
+    why: str  # for the client's clean error
+    event: Event | None = None  # the provider's error event, held back
+
+
+class Resumer(Interface):
+    """What delivery needs of a rescue (`engine.rescue.Rescuer`)."""
+
+    def record(self, data: bytes) -> None:
+        """The client got `data` (kept until a break needs it)."""
+
+    async def resume(self, stop: Stop) -> Committed | None:
+        """The answer continued elsewhere, or None."""
+
+    def delivered(self, stream: Committed) -> None:
+        """A continuation has been delivered to its end."""
+
+    afford: Callable[[], Awaitable[bool]] | None  # the budgets' leave for one more attempt
+
+    @property
+    def original(self) -> Stop | None:
+        """The break the call's first stream stopped at: the clean error names it."""
+
+
+@dataclass
 class Committed:
     """A stream that passed the gate: status, headers, the client's bytes of
     the held head, and the rest as it comes."""
@@ -78,6 +109,9 @@ class Committed:
     shown_limit: int = 0
     broke: str | None = None  # why the client got an error after part of the answer
     upstream: Tap | None = None  # what the provider sent, when somebody can look
+    priced: tuple[str, str] = ("", "")  # the base URL and model its usage is priced at
+    continued: list[Committed] = field(default_factory=list)  # the rescues that carried it on
+    rescue: Resumer | None = None  # what carries it on if it stops short
 
     def show(self, data: bytes) -> None:
         """Keep (the start of) what was delivered, for a person to look at later."""
@@ -112,39 +146,106 @@ def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], byte
     return redact(shape(shaper, head.held))
 
 
+def watched(shaper: StreamShaper, events: Iterable[Event], upstream: Protocol
+            ) -> tuple[bytes, Stop | None]:
+    """As `shape`, for a stream that may be rescued: it stops at the first
+    event that says the answer failed — an error event, one that is not the
+    protocol's, a continuation that says otherwise — before the client gets it."""
+    out = []
+    for event in events:
+        if discarded(event):
+            continue
+        if not shaper.complete and suspect(event):
+            signal = classify(upstream, event)
+            if signal is Signal.ERROR:
+                return b"".join(out), Stop(Break.ERROR_EVENT, "upstream sent an error event",
+                                           event)
+            if signal is Signal.MALFORMED:
+                return b"".join(out), Stop(Break.MALFORMED, "upstream sent a malformed event")
+        try:
+            out.append(shaper.feed(event))
+        except Diverged as exc:
+            return b"".join(out), Stop(Break.REPHRASED, str(exc))
+    return b"".join(out), None
+
+
 async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: StreamShaper,
                   redact: Callable[[bytes], bytes], completed: Callable[[], None],
                   broke: Callable[[str], None] = lambda why: None,
-                  tap: Tap | None = None) -> AsyncGenerator[bytes, None]:
+                  tap: Tap | None = None, rescue: Resumer | None = None,
+                  upstream: Protocol = Protocol.CHAT, release: Callable[[], None] = lambda: None
+                  ) -> AsyncGenerator[bytes, None]:
     """The client's bytes of a committed stream after its head. At its end
     exactly one of two runs: `completed` when the client got a whole answer,
     `broke` (with why) when it got its protocol's error instead. A client
-    that hangs up first gets neither."""
+    that hangs up first gets neither. With `rescue`, a stream that stops
+    short of its answer's end is carried on by another attempt, in the same
+    generator (`release` lets go of this one's upstream first)."""
     keep = tap.start() if tap is not None else None
     try:
-        cut: FailureKind | None = None
+        stop: Stop | None = None
         try:
             async for chunk in chunks:
                 if keep is not None:
                     keep(chunk)
-                out = shape(shaper, parser.feed(chunk))
+                events = parser.feed(chunk)
+                if rescue is None:
+                    out = shape(shaper, events)
+                else:
+                    out, stop = watched(shaper, events, upstream)
                 if out:
-                    yield redact(out)
+                    out = redact(out)
+                    if rescue is not None:
+                        rescue.record(out)
+                    yield out
+                if stop is not None:
+                    break
         except TRANSPORT_ERRORS as exc:
-            cut = transport_failure(exc)
-        # Ended or broken, a whole event the stream ended inside is the provider's.
-        last = shape(shaper, ended(parser))
-        if cut is None:
+            failure = transport_failure(exc)
+            stop = Stop(Break.STALLED if failure is FailureKind.TIMEOUT else Break.CUT,
+                        str(failure))
+        except EventTooLarge as exc:
+            stop = Stop(Break.MALFORMED, str(exc))
+        last = b""
+        if stop is None or stop.kind in (Break.CUT, Break.STALLED):
+            # Ended or broken, a whole event the stream ended inside is the provider's.
+            last, late = (shape(shaper, ended(parser)), None) if rescue is None \
+                else watched(shaper, ended(parser), upstream)
+            stop = stop or late
+        if stop is None and (shaper.complete or rescue is None):
             answered = shaper.complete
             yield redact(last + shaper.finish())
             if answered:
                 completed()
             else:
                 broke("upstream stream ended before the answer was complete")
-        else:
-            yield redact(last) + _broken(shaper, cut, completed, broke)
-    except EventTooLarge as exc:
-        yield _broken(shaper, str(exc), completed, broke)
+            return
+        stop = stop or Stop(Break.CUT, "upstream stream ended before the answer was complete")
+        if rescue is not None:
+            if last:
+                last = redact(last)
+                rescue.record(last)
+                yield last
+                last = b""
+            release()
+            continued = await rescue.resume(stop)
+            if continued is not None:
+                try:
+                    if continued.first:
+                        yield continued.first
+                    async for out in continued.rest:
+                        yield out
+                finally:
+                    await continued.aclose()
+                rescue.delivered(continued)
+                if continued.broke is not None:
+                    broke(continued.broke)
+                return
+            original = rescue.original or stop
+            if stop is original and stop.event is not None:
+                last += shape(shaper, [stop.event])  # the provider's own words, as today
+            stop = original
+        yield redact(last) + _broken(shaper, stop.why, completed, broke)
     except Exception:  # a bug of ours must still end the client's stream properly
         logger.exception("switchback: error while delivering a stream")
         yield _broken(shaper, "Switchback failed while delivering the stream", completed, broke)

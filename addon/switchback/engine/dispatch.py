@@ -29,6 +29,7 @@ from ..jsonsafe import loads
 from ..plan import Candidate, Plan, ahead, plan
 from ..protocols.bridge import Bridge, UnknownResponseId
 from ..protocols.envelope import JSON_TYPE, error_body
+from ..protocols.splice import Diverged, flagged, splice_for
 from ..protocols.reasoning import (reasoning_items, refused_as_unreadable, sealed_marks,
                                    session_name, sift)
 from ..protocols.usage import body_usage
@@ -39,11 +40,13 @@ from ..state.cooldowns import Scopes, key_scope
 from ..state.learned import Learned
 from ..state.sessions import UNREADABLE, session_key
 from ..trail import seconds_text
-from ..vocabulary import CallOutcome, FailureKind, ProbeResult, Protocol, Quirk, Reason, Retry
+from ..vocabulary import (Break, CallOutcome, FailureKind, ProbeResult, Protocol, Quirk, Reason,
+                          Retry)
 from .bookkeeping import Bookkeeper, CallContext, Continuation, caller
 from .delivery import Committed
 from .exchange import Exchanged, Sending, exchange
 from .headers import masked, own_call, response_headers, upstream_headers
+from .rescue import Rescuer
 from .results import Answer, AttemptRecord, Result
 from .transport import Transport
 
@@ -77,6 +80,7 @@ class Dispatcher:
         candidates = ahead(planned.candidates, ctx.pinned)
         if ctx.continuation is not None:
             candidates = ctx.continuation.order(candidates)
+        ctx.candidates = candidates
         delivery = await self._through(ctx, candidates)
         if delivery is None and ctx.refusal is not None:
             # Too long for the model: a larger-context one may serve it.
@@ -268,6 +272,9 @@ class Dispatcher:
         candidate refused it)."""
         call, books = ctx.call, self.books
         request, raw = call.body, call.raw
+        resuming = ctx.resuming
+        if resuming is not None and resuming.body is not call.body:
+            request, raw = resuming.body, json.dumps(resuming.body).encode()
         replayed = ctx.continuation.request_for(candidate, request) if ctx.continuation else None
         left_out = 0
         ctx.sent_unknown = ()
@@ -295,6 +302,9 @@ class Dispatcher:
                                         Outcome(404, body=exc.body()), (JSON_TYPE,)))
             ctx.dead_providers.add(candidate.provider.name)
             return None
+        if resuming is not None and resuming.flagged(candidate) \
+                and candidate.protocol is Protocol.CHAT:
+            body = json.dumps(flagged(loads(body))).encode()
         if bridge.dropped:
             ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
         headers = upstream_headers(call, candidate)
@@ -344,11 +354,17 @@ class Dispatcher:
         verdict = judge(outcome, self.clock())
         own = own_call(call, candidate)
         if verdict.action is Action.DELIVER and exchanged.held is not None:
-            shaper = bridge.shaper()
+            meter = bridge.shaper()
+            shaper = meter if ctx.resuming is None else ctx.resuming.wrap(meter)
+            rescuer = ctx.rescuer or self._rescuer(ctx)
             try:
                 committed = exchanged.held.commit(
                     shaper, ctx.redact.bytes, record.response_headers,
-                    lambda: books.conversation(ctx, candidate, shaper.final))
+                    lambda: books.conversation(ctx, candidate, shaper.final), candidate.protocol,
+                    meter, rescuer)
+            except Diverged as exc:  # a restart that answers otherwise: not this one's fault
+                books.finish(ctx, candidate, record, f"{Break.REPHRASED} ({exc})")
+                return None
             except Exception:  # a head the shaper cannot read: move on, say why
                 logger.exception("switchback: could not shape a stream's head")
                 outcome = Outcome(outcome.status, outcome.headers,
@@ -357,6 +373,10 @@ class Dispatcher:
                 return None
             exchanged.held = None  # the relay owns it now
             books.served(ctx, candidate, record, verdict.hints)
+            committed.priced = (candidate.provider.base_url, candidate.model)
+            if rescuer is not None and ctx.resuming is None:
+                ctx.rescuer = rescuer
+                rescuer.serves(committed, candidate, ctx.label(candidate))
             return committed
         if verdict.action is Action.DELIVER:
             books.served(ctx, candidate, record, verdict.hints)
@@ -404,6 +424,19 @@ class Dispatcher:
             return answer
         books.failed(ctx, candidate, verdict, outcome, record)
         return None
+
+    def _rescuer(self, ctx: CallContext) -> Rescuer | None:
+        """The rescue of a stream this call may commit; None when a break
+        of it is the client's to see (resume off, n > 1, a protocol without
+        a splice)."""
+        call = ctx.call
+        n = call.body.get("n")
+        splice = splice_for(call.protocol)
+        if not self.config.resume or splice is None or (isinstance(n, int) and n > 1):
+            return None
+        return Rescuer(ctx, splice, ctx.candidates, self._attempt,
+                       lambda c: self._cooling(c) is not None, self.learned.quirks,
+                       self.config.budget_output_tokens)
 
     def _whole_answer(self, bridge: Bridge, outcome: Outcome, own: bool) -> Answer:
         headers = response_headers(outcome.headers.items(), own)

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from ..config import Timeouts
 from ..health.verdict import Outcome
+from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
 from ..protocols.sse import EventTooLarge, SseParser
 from ..redact import Redactor
 from ..vocabulary import FailureKind, Protocol
-from .delivery import Committed, Tap, deliver, first_bytes
+from .delivery import Committed, Resumer, Tap, deliver, first_bytes
 from .gate import Head, read_head
 from .headers import response_headers
 from .results import AttemptRecord
@@ -41,10 +42,16 @@ class Held:
     head: Head
 
     def commit(self, shaper: StreamShaper, redact: Callable[[bytes], bytes],
-               headers: list[tuple[str, str]], completed: Callable[[], None]) -> Committed:
+               headers: list[tuple[str, str]], completed: Callable[[], None],
+               upstream: Protocol, meter: Metered | None = None,
+               rescue: Resumer | None = None) -> Committed:
         """The stream for the relay: the held head shaped for the client, then
-        the rest. ValueError-like failures of the shaper on the head propagate."""
+        the rest. ValueError-like failures of the shaper on the head propagate.
+        `meter` reads its usage (the shaper itself when it is a `Metered`);
+        `rescue` carries it on if it stops short."""
         first = first_bytes(self.head, shaper, redact)
+        if rescue is not None:
+            rescue.record(first)
         made: list[Committed] = []  # the stream, once made: its delivery says how it ended
 
         def broke(why: str) -> None:
@@ -53,8 +60,10 @@ class Held:
         tap = Tap(self.head, redact)
         made.append(Committed(200, headers, first,
                               deliver(self.chunks, self.parser, shaper, redact, completed, broke,
-                                      tap),
-                              self.reply.close, shaper, upstream=tap))
+                                      tap, rescue, upstream, self.reply.close),
+                              self.reply.close,
+                              meter or (shaper if isinstance(shaper, Metered) else None),
+                              upstream=tap, rescue=rescue))
         return made[0]
 
 

@@ -63,9 +63,13 @@ class Result:
 
     def conclude(self) -> None:
         """Once a stream has closed, the call's outcome is what its client got:
-        a stream that broke after commit is no success, whatever its head said."""
+        a stream that broke after commit is no success, whatever its head said;
+        one carried on to its end elsewhere is rescued."""
         delivery = self.delivery
-        if isinstance(delivery, Committed) and delivery.broke is not None \
-                and self.outcome is CallOutcome.OK:
+        if not isinstance(delivery, Committed) or self.outcome is not CallOutcome.OK:
+            return
+        if delivery.broke is not None:
             self.outcome = CallOutcome.BROKEN
             self.trail.note(f"stream broke after commit ({delivery.broke})")
+        elif delivery.continued:
+            self.outcome = CallOutcome.RESCUED

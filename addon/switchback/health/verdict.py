@@ -110,6 +110,17 @@ def endpoint_missing(status: int, info: ErrorRecord) -> bool:
     return False
 
 
+# A request refused for its last message being the assistant's: "does not
+# support assistant message prefill", "the last message must be a user
+# message", "Expected last role User or Tool … but got assistant".
+_PREFILL = re.compile(r"prefill|prefix|(last|final) (message|role)|assistant message", re.I)
+
+
+def refuses_prefill(status: int, info: ErrorRecord) -> bool:
+    """A client error that refuses a prefilled answer's start."""
+    return 400 <= status < 500 and status != 429 and bool(_PREFILL.search(info.text))
+
+
 def judge(outcome: Outcome, now: float) -> Verdict:
     """The verdict for one attempt's outcome."""
     status, failure = outcome.status, outcome.failure

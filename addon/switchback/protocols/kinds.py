@@ -72,6 +72,16 @@ def whole(event: Event) -> bool:
     return is_done(event) or event.json() is not None
 
 
+def suspect(event: Event) -> bool:
+    """An event that may say a committed stream failed — it mentions an
+    error, or its data is not JSON — read off its bytes; `classify` decides."""
+    raw = event.raw
+    if b"error" in raw:
+        return True
+    at = raw.find(b"data:")
+    return at >= 0 and raw[at + 5:at + 8].lstrip()[:1] not in (b"{", b"[")
+
+
 def chat_finished(event: Event) -> bool:
     """A chat chunk with a finish_reason — read off the bytes, no parsing."""
     return _FINISHED.search(event.raw) is not None

@@ -64,12 +64,26 @@ class Progress:
 
     part: Part
     matched: int = 0
+    # After a prefill: the new text's start, held while it may be the client's
+    # text all over again (a provider that answered the prefill as a finished
+    # turn and started afresh); None once that is settled.
+    held: str | None = None
 
     def take(self, delta: str, last: bool) -> str:
         """What of `delta` the client does not have yet. `last`: the part is
         the client's latest, the only one that may still grow."""
         text = self.part.text
-        if self.matched < len(text):
+        if self.held is not None:
+            held = self.held + delta
+            if len(held) < len(text) and text.startswith(held):
+                self.held = held
+                return ""
+            self.held = None
+            # Started afresh: what it repeats is dropped; else all of it goes on.
+            delta = held[len(text):] if held.startswith(text) else held
+            if not delta:
+                return ""
+        elif self.matched < len(text):
             want = text[self.matched:self.matched + len(delta)]
             if not delta.startswith(want):
                 raise Diverged(f"the new answer's {self.part.kind.value} differs from "
@@ -85,6 +99,8 @@ class Progress:
         return delta
 
     def check_whole(self) -> None:
+        if self.held:
+            raise Diverged("the new answer repeats only the start of the delivered text")
         if self.matched < len(self.part.text):
             raise Diverged(f"the new answer's {self.part.kind.value} stops short of "
                            "the delivered one")
@@ -170,6 +186,15 @@ class Splice:
     def finished(self) -> None:
         if self.mode is Rescue.RESTART:
             self.check_whole()
+        for progress in self.laid.values():
+            if progress.held:
+                progress.check_whole()
+
+    def continue_(self, part: Part) -> Progress:
+        """A prefill's text laid over the client's text it continues."""
+        progress = self.lay(part, len(part.text))
+        progress.held = ""
+        return progress
 
     def last(self, part: Part) -> bool:
         return bool(self.parts) and self.parts[-1] is part
@@ -309,7 +334,7 @@ class ChatSplice(Splice):
         if self.mode is Rescue.PREFILL:
             if kind is Kind.REASONING:
                 return None  # the client's reasoning is behind its text
-            return self.lay(client, len(client.text)) if client else self._new_text(kind, key)
+            return self.continue_(client) if client else self._new_text(kind, key)
         begun = self._next_begun()
         if begun is None:
             return self._new_text(kind, key)
@@ -574,7 +599,7 @@ class ResponsesSplice(Splice):
             family, index_key, text_field = _DONES[kind]
             progress = self._progress(item, family, payload.get(index_key) if index_key else 0,
                                       Kind.TEXT)
-            if self.mode is Rescue.RESTART:
+            if self.mode is Rescue.RESTART or progress.held:
                 progress.check_whole()
             if progress.part.done:
                 return None
@@ -662,7 +687,7 @@ class ResponsesSplice(Splice):
         if part is not None:
             progress = self.laid.get(id(part))
             if progress is None:  # the part a prefill continues, or one a restart repeats
-                progress = self.lay(part, len(part.text) if continued else 0)
+                progress = self.continue_(part) if continued else self.lay(part, 0)
             return progress
         progress = self.new_part(kind)
         item.parts[key] = progress.part

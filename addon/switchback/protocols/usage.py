@@ -31,6 +31,12 @@ class Usage:
     def total(self) -> int:
         return self.input + self.output
 
+    def plus(self, other: Usage) -> Usage:
+        """Both together: a call that took two attempts used what each did."""
+        return Usage(self.input + other.input, self.output + other.output,
+                     self.cached + other.cached, self.reasoning + other.reasoning,
+                     self.estimated or other.estimated, self.model or other.model)
+
     def kinds(self) -> tuple[tuple[str, int], ...]:
         """(kind, tokens) for the tokens metric."""
         return (("input", self.input), ("output", self.output), ("cached", self.cached),

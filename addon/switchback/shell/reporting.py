@@ -112,7 +112,7 @@ def call_trace(call: LlmCall, result: Result, bill: Bill, started: float,
                ended: float) -> CallTrace:
     """A finished call as the tracer takes it."""
     served, usage = result.served_by, bill.usage
-    failed = result.outcome is not CallOutcome.OK
+    failed = not result.outcome.answered
     return CallTrace(
         operation="chat", request_model=call.model,
         response_model=(usage.model if usage and usage.model else served.model)
