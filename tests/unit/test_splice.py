@@ -224,3 +224,22 @@ def test_prefilled_requests() -> None:
         {"role": "user", "content": "hi"},
         {"type": "message", "role": "assistant",
          "content": [{"type": "output_text", "text": "He", "annotations": []}]}]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_prefill_answered_afresh_is_spliced_like_a_restart(protocol: Protocol) -> None:
+    """A provider that takes the prefilled start for a finished turn and
+    answers afresh: what it repeats is dropped, never shown twice."""
+    delivered, text = words_cut(protocol, 6)
+    assert text
+    check_one_answer(protocol, continued(protocol, delivered, recorded(protocol, rid="second"),
+                                         Rescue.PREFILL))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_prefill_answer_that_stops_inside_the_delivered_text_diverges(
+        protocol: Protocol) -> None:
+    delivered, text = words_cut(protocol, 9)
+    with pytest.raises(Diverged):
+        continued(protocol, delivered, recorded(protocol, text[:4], rid="second"),
+                  Rescue.PREFILL)
