@@ -87,7 +87,7 @@ async def engine(pieces: list[bytes], client: Protocol, upstream: Protocol,
     await read_head(source, parser, head, lambda: None)
     assert head.failure is None, head.failure
     shaper = bridge.shaper()
-    first = first_bytes(head, shaper, lambda b: b)
+    first, _ = first_bytes(head, shaper, lambda b: b)
     return first + b"".join([piece async for piece in deliver(source, parser, shaper,
                                                               lambda b: b, lambda: None)])
 

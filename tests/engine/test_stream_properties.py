@@ -95,7 +95,7 @@ async def metered(pieces: list[bytes], client: Protocol, upstream: Protocol,
     await read_head(chunks, parser, head, lambda: None)
     assert head.failure is None, head.failure
     shaper = bridge.shaper()
-    first = first_bytes(head, shaper, lambda b: b)
+    first, _ = first_bytes(head, shaper, lambda b: b)
     rest = deliver(chunks, parser, shaper, lambda b: b, lambda: None)
     return first + b"".join([piece async for piece in rest]), shaper.usage
 

@@ -141,21 +141,28 @@ def shape(shaper: StreamShaper, events: Iterable[Event]) -> bytes:
     return b"".join(shaper.feed(event) for event in events if not discarded(event))
 
 
-def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes]) -> bytes:
-    """The client's bytes of the held head."""
-    return redact(shape(shaper, head.held))
+def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes],
+                watch: Protocol | None = None) -> tuple[bytes, Stop | None]:
+    """The client's bytes of the held head; with `watch` (the upstream's
+    protocol, for a stream that may be rescued) up to an event that says the
+    answer failed after all, and that break."""
+    if watch is None:
+        return redact(shape(shaper, head.held)), None
+    out, stop = watched(shaper, head.held, watch)
+    return redact(out), stop
 
 
 def watched(shaper: StreamShaper, events: Iterable[Event], upstream: Protocol
             ) -> tuple[bytes, Stop | None]:
     """As `shape`, for a stream that may be rescued: it stops at the first
     event that says the answer failed — an error event, one that is not the
-    protocol's, a continuation that says otherwise — before the client gets it."""
+    protocol's, a continuation that says otherwise — before the client gets it
+    (after the answer's end it is left out: the client has a whole answer)."""
     out = []
     for event in events:
         if discarded(event):
             continue
-        if not shaper.complete and suspect(event):
+        if suspect(event):
             signal = classify(upstream, event)
             if signal is Signal.ERROR:
                 return b"".join(out), Stop(Break.ERROR_EVENT, "upstream sent an error event",
@@ -173,19 +180,20 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
                   redact: Callable[[bytes], bytes], completed: Callable[[], None],
                   broke: Callable[[str], None] = lambda why: None,
                   tap: Tap | None = None, rescue: Resumer | None = None,
-                  upstream: Protocol = Protocol.CHAT, release: Callable[[], None] = lambda: None
-                  ) -> AsyncGenerator[bytes, None]:
+                  upstream: Protocol = Protocol.CHAT, release: Callable[[], None] = lambda: None,
+                  stopped: Stop | None = None) -> AsyncGenerator[bytes, None]:
     """The client's bytes of a committed stream after its head. At its end
     exactly one of two runs: `completed` when the client got a whole answer,
     `broke` (with why) when it got its protocol's error instead. A client
     that hangs up first gets neither. With `rescue`, a stream that stops
     short of its answer's end is carried on by another attempt, in the same
-    generator (`release` lets go of this one's upstream first)."""
+    generator (`release` lets go of this one's upstream first). `stopped`:
+    the held head already showed the break."""
     keep = tap.start() if tap is not None else None
     try:
-        stop: Stop | None = None
+        stop = stopped
         try:
-            async for chunk in chunks:
+            async for chunk in chunks if stop is None else _nothing():
                 if keep is not None:
                     keep(chunk)
                 events = parser.feed(chunk)
@@ -212,7 +220,7 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
             last, late = (shape(shaper, ended(parser)), None) if rescue is None \
                 else watched(shaper, ended(parser), upstream)
             stop = stop or late
-        if stop is None and (shaper.complete or rescue is None):
+        if (stop is None or rescue is not None) and (shaper.complete or rescue is None):
             answered = shaper.complete
             yield redact(last + shaper.finish())
             if answered:
@@ -249,6 +257,11 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
     except Exception:  # a bug of ours must still end the client's stream properly
         logger.exception("switchback: error while delivering a stream")
         yield _broken(shaper, "Switchback failed while delivering the stream", completed, broke)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield
 
 
 def _broken(shaper: StreamShaper, why: str, completed: Callable[[], None],

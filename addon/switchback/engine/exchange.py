@@ -49,7 +49,8 @@ class Held:
         the rest. ValueError-like failures of the shaper on the head propagate.
         `meter` reads its usage (the shaper itself when it is a `Metered`);
         `rescue` carries it on if it stops short."""
-        first = first_bytes(self.head, shaper, redact)
+        first, stop = first_bytes(self.head, shaper, redact,
+                                  upstream if rescue is not None else None)
         if rescue is not None:
             rescue.record(first)
         made: list[Committed] = []  # the stream, once made: its delivery says how it ended
@@ -60,7 +61,7 @@ class Held:
         tap = Tap(self.head, redact)
         made.append(Committed(200, headers, first,
                               deliver(self.chunks, self.parser, shaper, redact, completed, broke,
-                                      tap, rescue, upstream, self.reply.close),
+                                      tap, rescue, upstream, self.reply.close, stop),
                               self.reply.close,
                               meter or (shaper if isinstance(shaper, Metered) else None),
                               upstream=tap, rescue=rescue))
