@@ -123,9 +123,10 @@ def test_failed_attempt_leaks_no_byte_to_curl(pair):
     assert out.stdout.rstrip().endswith("data: [DONE]")
 
 
-def test_mid_stream_cut_ends_chat_stream_with_error_and_done(pair):
+def test_mid_stream_cut_nobody_continues_ends_chat_stream_with_error_and_done(pair):
     primary, backup, running, client = pair
     primary.script(Reply(cut_after=3, text="one two three four five"))
+    backup.script(Reply(status=503))  # asked to continue it, and cannot
     out = curl(running, primary.base_url + "/chat/completions",
                {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     data = [line[6:] for line in out.stdout.splitlines() if line.startswith("data: ")]
@@ -133,16 +134,20 @@ def test_mid_stream_cut_ends_chat_stream_with_error_and_done(pair):
     assert json.loads(data[-2])["error"]["code"] == "switchback_stream_broken"
     assert "one two " == "".join(json.loads(d)["choices"][0]["delta"].get("content", "")
                                  for d in data[:-2])
-    assert backup.count() == 0  # after commit nothing is replayed
-    # What the client got is what the call's report says: no "ok".
-    assert "stream → broken via primary" in running.log_line("chat m stream")
+    assert backup.count() == 1  # the one attempt to continue it
+    # What the client got is what the call's report says: no "ok", and the
+    # original break named, not the rescue's failure.
+    line = running.log_line("chat m stream")
+    assert "stream → broken via primary" in line
+    assert "primary cut after 3 chunks → backup 503" in line, line
     assert "stream broke after commit (upstream stream ended before the answer was complete)" \
-        in running.log_line("chat m stream")
+        in line
 
 
-def test_mid_stream_cut_ends_responses_stream_with_failed(pair):
+def test_mid_stream_cut_nobody_continues_ends_responses_stream_with_failed(pair):
     primary, backup, running, client = pair
     primary.script(Reply(cut_after=6, text="one two three four five"))
+    backup.script(Reply(status=503))
     events = list(client.responses.create(model="gpt-4o", input="hi", stream=True))
     assert events[-1].type == "response.failed"
     assert events[-1].response.id == events[0].response.id

@@ -35,13 +35,15 @@ CALLS = 4  # the report: three runs of four hung
 CLIENT_TIMEOUT = 30  # the client's own patience; no call here may need it
 
 
-def config(primary: RawTls, backup, first_byte: str, idle: str = "300s") -> str:
+def config(primary: RawTls, backup, first_byte: str, idle: str = "300s",
+           resume: str = "on") -> str:
     return f"""
 providers:
   primary: {{base_url: "{primary.base_url}"}}
   backup: {{base_url: "{backup.base_url}", keys: [sk-backup-literal-0123]}}
 fallbacks: {{"*": [backup/*]}}
 timeouts: {{first_byte: {first_byte}, idle: {idle}}}
+resume: {resume}
 """
 
 
@@ -137,7 +139,8 @@ def breaks_after_commit(request, server_cert) -> Iterator[RawTls]:
 def test_garbage_after_commit_ends_the_stream_as_failed(breaks_after_commit, shared):
     primary, backup = breaks_after_commit, shared.fake("backup")
     # A first-byte timeout longer than the client waits; an idle one well inside it.
-    running = shared.proxy(config(primary, backup, "120s", idle="1s"))
+    # Not continued elsewhere (that is tests/e2e/test_rescue_e2e.py): the stream must end.
+    running = shared.proxy(config(primary, backup, "120s", idle="1s", resume="off"))
     primary.requests = 0
     for number in range(1, 3):
         running.fresh()

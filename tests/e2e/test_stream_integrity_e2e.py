@@ -61,6 +61,7 @@ def test_e2e_the_sdk_reads_a_stream_with_an_event_line_alone(running):
 def test_e2e_the_sdk_sees_the_error_of_a_stream_that_broke_into_garbage(running):
     primary, backup, proxy = running
     primary.script(Reply(raw=[*CHAT_EVENTS[:3], GARBAGE]))
+    backup.script(Reply(status=503))  # asked to continue it, and cannot
     with proxy.openai(primary.base_url) as sdk:
         stream = sdk.chat.completions.create(model="m", stream=True,
                                              messages=[{"role": "user", "content": "x"}])
