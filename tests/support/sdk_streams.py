@@ -32,19 +32,38 @@ def anthropic_final(stream: bytes) -> dict[str, Any]:
 
 
 def chat_final(stream: bytes) -> dict[str, Any]:
-    """The completion `client.chat.completions.stream(...)` assembles."""
+    """The completion `client.chat.completions.stream(...)` assembles (its
+    snapshot: `get_final_completion` refuses `length` and `content_filter`
+    endings, which are answers all the same)."""
     with _client_of(stream) as http:
         client = openai.OpenAI(api_key="sk-test", base_url=BASE, http_client=http,
                                max_retries=0)
         with client.chat.completions.stream(
                 model="m", messages=[{"role": "user", "content": "hi"}]) as events:
-            return events.get_final_completion().model_dump()
+            for _ in events:
+                pass
+            return events.current_completion_snapshot.model_dump()
+
+
+class StreamFailed(Exception):
+    """A Responses stream that ended in `response.failed` (the SDK hands the
+    event to the application, which gives up on the answer)."""
 
 
 def responses_final(stream: bytes) -> dict[str, Any]:
-    """The Response `client.responses.stream(...)` assembles."""
+    """The Response the terminal event of `client.responses.stream(...)`
+    carries, as the SDK's state checked and built every event before it."""
     with _client_of(stream) as http:
         client = openai.OpenAI(api_key="sk-test", base_url=BASE, http_client=http,
                                max_retries=0)
         with client.responses.stream(model="m", input="hi") as events:
-            return events.get_final_response().model_dump()
+            terminal = None
+            for event in events:
+                if event.type in ("response.completed", "response.incomplete",
+                                  "response.failed"):
+                    terminal = event
+    if terminal is None:
+        raise StreamFailed("the stream ended without a terminal event")
+    if terminal.type == "response.failed":
+        raise StreamFailed(terminal.response.error)
+    return terminal.response.model_dump()
