@@ -239,3 +239,31 @@ def test_an_error_body_that_is_not_json_becomes_the_message() -> None:
     body = json.loads(to_messages_error_body(b"<html>502 Bad Gateway</html>", 502))
     assert body == {"type": "error", "error": {"type": "api_error",
                                                "message": "<html>502 Bad Gateway</html>"}}
+
+
+# ---------------------------------------------------------------- named for the trail
+
+
+def test_what_a_messages_answer_loses_is_named() -> None:
+    from switchback.protocols.messages_response import messages_answer_dropped
+    assert messages_answer_dropped(ANSWERS["thinking-then-tools"]) == ("thinking signature",)
+    assert messages_answer_dropped(ANSWERS["text"]) == ()
+    answer = {**ANSWERS["text"], "content": [
+        {"type": "redacted_thinking", "data": "EmwKAhgB"},
+        {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}},
+        {"type": "text", "text": "Sunny.", "citations": [{"type": "char_location"}]}]}
+    assert messages_answer_dropped(answer) == ("block:redacted_thinking",
+                                               "block:server_tool_use", "citations")
+    body = messages_to_chat_response(answer, CHAT_REQUEST)
+    assert body["choices"][0]["message"]["content"] == "Sunny."
+    assert "EmwKAhgB" not in json.dumps(body)
+
+
+def test_what_a_response_loses_is_named() -> None:
+    from switchback.protocols.messages_response import responses_answer_dropped
+    response = {**RESPONSES_ANSWERS["reasoning-and-tools"]}
+    response["output"] = [*response["output"], {"type": "web_search_call", "id": "ws_1",
+                                                "status": "completed"}]
+    assert responses_answer_dropped(response) == ("reasoning.encrypted_content",
+                                                  "item:web_search_call")
+    assert responses_answer_dropped(RESPONSES_ANSWERS["text"]) == ()

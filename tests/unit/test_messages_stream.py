@@ -425,3 +425,51 @@ def test_a_cut_stream_ends_in_the_clients_error_form_never_a_made_up_finish(
         assert _client_ended_badly(direction, out), out[-400:]
         with pytest.raises(direction.sdk_error):
             direction.read_client(out)
+
+
+# ------------------------------------------------------ named for the trail
+
+
+@pytest.mark.parametrize("make, upstream, dropped", [
+    (lambda: MessagesToChatStream(CHAT_REQUEST), MESSAGES_STREAMS["thinking-then-tools"],
+     ("thinking signature",)),
+    (lambda: messages_to_responses_stream(RESPONSES_REQUEST, RID),
+     MESSAGES_STREAMS["thinking-then-tools"], ("thinking signature",)),
+    (lambda: MessagesToChatStream(CHAT_REQUEST), MESSAGES_STREAMS["text"], ()),
+    (lambda: responses_to_messages_stream(MESSAGES_REQUEST),
+     RESPONSES_STREAMS["reasoning-and-tools"], ("reasoning.encrypted_content",)),
+    (lambda: ChatToMessagesStream(MESSAGES_REQUEST), CHAT_STREAMS["reasoning-and-tools"], ()),
+], ids=["signature-to-chat", "signature-to-responses", "nothing", "sealed-reasoning",
+        "chat-loses-nothing"])
+def test_what_the_client_never_sees_is_named(make: Callable[[], Any], upstream: bytes,
+                                             dropped: tuple) -> None:
+    shaper = make()
+    run(shaper, upstream)
+    assert shaper.dropped == dropped
+
+
+def test_server_tool_blocks_and_citations_are_named() -> None:
+    events = [
+        ("message_start", {"type": "message_start", "message": {**ANSWERS["text"], "content": [],
+                                                                "stop_reason": None}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search",
+            "input": {}}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {
+            "type": "citations_delta", "citation": {"type": "web_search_result_location",
+                                                    "url": "https://example.com"}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": "Sunny."}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"})]
+    shaper = MessagesToChatStream(CHAT_REQUEST)
+    completion = chat_final(run(shaper, messages_sse(events)))
+    assert completion["choices"][0]["message"]["content"] == "Sunny."
+    assert "tool_calls" not in completion["choices"][0]["message"] or \
+        not completion["choices"][0]["message"]["tool_calls"]
+    assert shaper.dropped == ("block:server_tool_use", "citations")

@@ -57,6 +57,50 @@ def arguments_of_input(value: Any) -> str:
     return json.dumps(value if value is not None else {}, ensure_ascii=False)
 
 
+# ------------------------------------------------------------ what an answer loses
+
+_CARRIED_BLOCKS = frozenset({"text", "thinking", "tool_use"})
+_CARRIED_ITEMS = frozenset({"message", "reasoning", "function_call", "custom_tool_call"})
+
+
+def block_dropped(block: dict) -> list[str]:
+    """What of one Messages answer block an OpenAI client never sees: a
+    thinking signature (only the account that made it can verify it),
+    citations, blocks with no OpenAI form (redacted thinking, server tools)."""
+    kind = block.get("type")
+    if kind not in _CARRIED_BLOCKS:
+        return [f"block:{kind}"]
+    if kind == "thinking" and block.get("signature"):
+        return ["thinking signature"]
+    return ["citations"] if kind == "text" and block.get("citations") else []
+
+
+def item_dropped(item: dict) -> list[str]:
+    """What of one Responses output item a Messages client never sees:
+    sealed reasoning (only its producer can read it), built-in tool items."""
+    kind = item.get("type")
+    if kind not in _CARRIED_ITEMS:
+        return [f"item:{kind}"]
+    return ["reasoning.encrypted_content"] if kind == "reasoning" and item.get(
+        "encrypted_content") else []
+
+
+def _named(names: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+def messages_answer_dropped(message: dict) -> tuple[str, ...]:
+    """What a Messages answer loses on its way to an OpenAI client, for the trail."""
+    return _named([name for block in message.get("content") or [] if isinstance(block, dict)
+                   for name in block_dropped(block)])
+
+
+def responses_answer_dropped(response: dict) -> tuple[str, ...]:
+    """What a Response loses on its way to a Messages client, for the trail."""
+    return _named([name for item in response.get("output") or [] if isinstance(item, dict)
+                   for name in item_dropped(item)])
+
+
 # ------------------------------------------------------------ Messages → OpenAI
 
 

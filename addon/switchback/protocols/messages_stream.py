@@ -18,12 +18,14 @@ for an OpenAI client. Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .kinds import DONE, event_type, is_done
 from .messages_errors import messages_error, messages_to_openai_error, openai_to_messages_error
-from .messages_response import chat_id_of, message_id_of, thinking_block
+from .messages_response import (block_dropped, chat_id_of, item_dropped, message_id_of,
+                                thinking_block)
 from .messages_terms import finish_of_stop, stop_of_finish, usage_to_chat, usage_to_messages
 from .shapers import BROKEN, StreamShaper, chat_error
 from .sse import Event, SseParser, encode
@@ -32,6 +34,7 @@ from .translate_response import reasoning_of
 from .translate_stream import ChatToResponsesStream, ResponsesToChatStream
 
 PING = b": ping\n\n"  # a Messages ping, for a client of another protocol
+_NO_CHAT_FORM = {"signature_delta": "thinking signature", "citations_delta": "citations"}
 
 
 def _empty_usage() -> dict:
@@ -55,6 +58,12 @@ class MessagesToChatStream:
         self._started = self._finished = False
         self._tools: dict[int, tuple[int, bool]] = {}  # block index → (tool index, streamed)
         self._usage: dict = {}  # Messages usage: message_start's, then message_delta's
+        self._dropped: list[str] = []
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """What of the upstream answer the client never saw, for the trail."""
+        return tuple(dict.fromkeys(self._dropped))
 
     def feed(self, event: Event) -> bytes:
         if self.complete:
@@ -116,6 +125,7 @@ class MessagesToChatStream:
                                                            dict) else {}
         out = self._open()
         kind = block.get("type")
+        self._dropped += block_dropped(block)
         if kind == "text" and block.get("text"):
             out += self._delta({"content": block["text"]})
         elif kind == "thinking" and block.get("thinking"):
@@ -138,7 +148,9 @@ class MessagesToChatStream:
             return out + self._delta({"reasoning_content": delta["thinking"]})
         if kind == "input_json_delta" and delta.get("partial_json"):
             return out + self._arguments(payload.get("index", -1), delta["partial_json"])
-        return out  # signature_delta, citations_delta: no form in chat
+        if kind in _NO_CHAT_FORM:
+            self._dropped.append(_NO_CHAT_FORM[kind])
+        return out
 
     def _arguments(self, block: int, text: str) -> bytes:
         if block not in self._tools:
@@ -219,6 +231,7 @@ class ChatToMessagesStream:
     """Upstream chat/completions chunks → Messages events for the client."""
 
     final = None  # a Messages client keeps its own conversation
+    dropped: tuple[str, ...] = ()  # a chat answer's first choice carries over whole
 
     def __init__(self, request: dict) -> None:
         self.complete = False
@@ -391,9 +404,16 @@ class ChatToMessagesStream:
 class _Chained:
     """Two shapers in a row: the first's client bytes are the second's upstream."""
 
-    def __init__(self, first: StreamShaper, second: StreamShaper) -> None:
-        self._first, self._second = first, second
+    def __init__(self, first: StreamShaper, second: StreamShaper,
+                 watch: Callable[[Event], list[str]] | None = None) -> None:
+        self._first, self._second, self._watch = first, second, watch
         self._parser = SseParser()
+        self._dropped: list[str] = []
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """What of the upstream answer the client never saw, for the trail."""
+        return tuple(dict.fromkeys([*getattr(self._first, "dropped", ()), *self._dropped]))
 
     @property
     def complete(self) -> bool:
@@ -407,6 +427,8 @@ class _Chained:
         return b"".join(self._second.feed(event) for event in self._parser.feed(data))
 
     def feed(self, event: Event) -> bytes:
+        if self._watch is not None:
+            self._dropped += self._watch(event)
         return self._relay(self._first.feed(event))
 
     def finish(self) -> bytes:
@@ -427,7 +449,16 @@ def messages_to_responses_stream(request: dict, response_id: str, *,
                     ChatToResponsesStream(request, response_id))
 
 
+def _finished_item_dropped(event: Event) -> list[str]:
+    """What a finished Responses output item carries that Messages has no form for."""
+    if b"response.output_item.done" not in event.raw:
+        return []
+    payload = event.json()
+    item = payload.get("item") if isinstance(payload, dict) else None
+    return item_dropped(item) if isinstance(item, dict) else []
+
+
 def responses_to_messages_stream(request: dict) -> StreamShaper:
     """Upstream Responses events → Messages events for a Messages client."""
     return _Chained(ResponsesToChatStream({"model": request.get("model", ""), **_WITH_USAGE}),
-                    ChatToMessagesStream(request))
+                    ChatToMessagesStream(request), _finished_item_dropped)
