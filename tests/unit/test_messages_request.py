@@ -73,8 +73,6 @@ CLAUDE_CODE = {
     "metadata": {"user_id": "user_7f3a_account__session_51b2"},
     "stream": True,
 }
-DROPPED_FOR_BOTH = ("cache_control", "top_k", "thinking", "redacted_thinking",
-                    "tool:web_search_20250305")
 
 SYSTEM = "You are Claude Code, Anthropic's official CLI for Claude.\n\n" \
          "Use the tools when they help."
@@ -114,8 +112,8 @@ def test_claude_code_request_as_chat() -> None:
         "max_completion_tokens": 32000, "reasoning_effort": "medium",
         "stop": ["\n\nHuman:"], "stream": True, "stream_options": {"include_usage": True},
     }
-    assert translated.dropped == ("cache_control", "top_k", "document(url)", "thinking",
-                                  "redacted_thinking", "tool:web_search_20250305")
+    assert translated.dropped == ("cache_control", "top_k", "document(url)", "block:thinking",
+                                  "block:redacted_thinking", "tool:web_search_20250305")
 
 
 def test_claude_code_request_as_responses() -> None:
@@ -156,8 +154,9 @@ def test_claude_code_request_as_responses() -> None:
         "max_output_tokens": 32000, "reasoning": {"effort": "medium"},
         "stream": True, "store": False,
     }
-    assert translated.dropped == ("cache_control", "top_k", "thinking", "redacted_thinking",
-                                  "tool:web_search_20250305", "stop_sequences")
+    assert translated.dropped == ("cache_control", "top_k", "block:thinking",
+                                  "block:redacted_thinking", "tool:web_search_20250305",
+                                  "stop_sequences")
 
 
 def test_tool_result_images_reach_responses_but_not_chat() -> None:
@@ -314,6 +313,8 @@ CODEX_REQUEST = {
         {"type": "custom_tool_call_output", "call_id": "call_ap1", "output": "Done!"},
         {"type": "message", "role": "assistant",
          "content": [{"type": "output_text", "text": "Patched."}]},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "Run the tests too."}]},
     ],
     "tools": [{"type": "function", "name": "shell", "description": "Run a command",
                "parameters": {"type": "object", "properties": {
@@ -351,7 +352,8 @@ def test_codex_request_as_messages() -> None:
              "input": {"input": "*** Begin Patch\n*** End Patch"}}]},
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_ap1", "content": "Done!"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Patched."}]}]
+        {"role": "assistant", "content": [{"type": "text", "text": "Patched."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Run the tests too."}]}]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 16384}
     assert body["max_tokens"] == DEFAULT_MAX_TOKENS + 16384
     assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
@@ -362,6 +364,19 @@ def test_codex_request_as_messages() -> None:
                          "tools", "tool_choice"}
     assert translated.dropped == ("input_image(file_id)", "reasoning", "tool:web_search",
                                   "text.verbosity")
+
+
+@pytest.mark.parametrize("upto, thinks", [(3, True), (4, False), (5, False), (7, False),
+                                          (8, False), (9, True)])
+def test_no_thinking_inside_a_tool_loop(upto: int, thinks: bool) -> None:
+    """Messages wants a tool loop's last assistant turn to start with its
+    signed thinking; a conversation from OpenAI has none, so a request that
+    continues a loop (or an assistant prefix) goes without thinking."""
+    translated = responses_to_messages({**CODEX_REQUEST,
+                                        "input": CODEX_REQUEST["input"][:upto]})
+    assert ("thinking" in translated.body) is thinks
+    assert ("reasoning effort (inside a tool loop, no signed thinking to replay)"
+            in translated.dropped) is not thinks
 
 
 @pytest.mark.parametrize("settings_, expected, dropped", [

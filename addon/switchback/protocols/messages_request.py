@@ -2,17 +2,18 @@
 
 Four directions, each direct: going through chat would lose what chat has
 no form for and the other two do (a document by URL, an image inside a tool
-result). Blocks, parts, items and tools convert one by one through tables
-keyed by type, as in `translate_request`; whatever has no form on the other
-side is dropped and named, so the flow trail can say what the provider
-never saw. Tool-call ids cross in the other side's shape (`tool_ids`).
+result). Blocks, parts, items and tools convert one by one by their type;
+whatever has no form on the other side is dropped and named, so the flow
+trail can say what the provider never saw. Tool-call ids cross in the other side's shape (`tool_ids`).
 
 Conventions (also in the README): the system prompt joins its text blocks
 with blank lines; system and developer messages anywhere in an OpenAI
 conversation join the Messages `system`; a tool result that `is_error`
 reaches an OpenAI model as its text prefixed `Error: ` (OpenAI has no such
 flag); thinking in the history is dropped (its signature only verifies for
-the account that made it, and reasoning items are sealed the same way).
+the account that made it, and reasoning items are sealed the same way) —
+so an OpenAI conversation that continues a tool loop goes to Messages
+without thinking, which would want the loop's signed thinking replayed.
 Pure.
 """
 
@@ -22,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .messages_response import arguments_of_input, tool_use_block
+from .messages_response import arguments_of_input, assistant_of_blocks, tool_use_block
 from .messages_terms import effort_of_thinking, max_tokens_for, thinking_of_effort
 from .tool_ids import to_messages_id, to_openai_id
 from .translate_request import (OPENAI_HOST, Drops, Translated, custom_arguments,
@@ -48,7 +49,7 @@ def _cached(body: dict) -> bool:
     """Whether `cache_control` sits anywhere a Messages request puts it."""
     places: list[Any] = [*_blocks(body.get("system")), *(body.get("tools") or [])]
     for message in body.get("messages") or []:
-        for block in _blocks(message.get("content")):
+        for block in _blocks(message.get("content") if isinstance(message, dict) else None):
             places.append(block)
             if block.get("type") == "tool_result":
                 places += _blocks(block.get("content"))
@@ -56,8 +57,8 @@ def _cached(body: dict) -> bool:
 
 
 # ======================================================== Messages → OpenAI
-# Content blocks → the target's parts. `_Target` holds what differs between
-# chat and Responses; the walk over messages is shared.
+# Content blocks → the target's parts. `_Chat` and `_Responses` hold what
+# differs between the two targets; the walk over the messages is shared.
 
 
 def _data_url(source: dict) -> str:
@@ -164,15 +165,9 @@ class _Chat:
 
     @staticmethod
     def assistant(blocks: list[dict]) -> list[dict]:
-        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        calls = [{"id": to_openai_id(str(b.get("id", ""))), "type": "function",
-                  "function": {"name": b.get("name", ""),
-                               "arguments": arguments_of_input(b.get("input"))}}
-                 for b in blocks if b.get("type") == "tool_use"]
-        message: dict = {"role": "assistant", "content": text or None}
-        if calls:
-            message["tool_calls"] = calls
-        return [message] if text or calls else []
+        """Text and tool calls as an answer carries them; thinking left out."""
+        message = assistant_of_blocks([b for b in blocks if b.get("type") != "thinking"])
+        return [message] if message["content"] or message.get("tool_calls") else []
 
 
 class _Responses:
@@ -222,8 +217,7 @@ class _Responses:
         return items
 
 
-_HISTORY_ONLY = {"thinking", "redacted_thinking"}  # never sent to another account
-_ASSISTANT_BLOCKS = {"text", "tool_use", *_HISTORY_ONLY}
+_ASSISTANT_BLOCKS = {"text", "tool_use"}  # thinking, signed for one account, stays behind
 
 
 def _turns(body: dict, target: type[_Chat] | type[_Responses], dropped: Drops) -> list[dict]:
@@ -237,11 +231,8 @@ def _turns(body: dict, target: type[_Chat] | type[_Responses], dropped: Drops) -
         if role == "system":
             out.append(target.system(text_of(blocks, "\n\n")))
         elif role == "assistant":
-            for block in blocks:
-                if block.get("type") in _HISTORY_ONLY:
-                    dropped.append(block["type"])
-                elif block.get("type") not in _ASSISTANT_BLOCKS:
-                    dropped.append(f"block:{block.get('type')}")
+            dropped += [f"block:{b.get('type')}" for b in blocks
+                        if b.get("type") not in _ASSISTANT_BLOCKS]
             out += target.assistant(blocks)
         else:
             out += [target.result(b, dropped) for b in blocks if b.get("type") == "tool_result"]
@@ -387,6 +378,19 @@ class _Conversation:
         else:
             self.messages.append({"role": role, "content": blocks})
 
+    def replays_unsigned_turn(self) -> bool:
+        """Whether it continues a tool loop (or an assistant prefix): there
+        Messages, when thinking, wants the last assistant turn to start with
+        its signed thinking, which a conversation from OpenAI never has."""
+        last = self.messages[-1] if self.messages else None
+        if last is None:
+            return False
+        if last["role"] == "assistant":
+            return True
+        before = self.messages[-2] if len(self.messages) > 1 else None
+        return before is not None and last["content"][0].get("type") == "tool_result" and any(
+            b.get("type") == "tool_use" for b in before["content"])
+
     def body(self) -> dict:
         out: dict = {"messages": self.messages}
         if self.system:
@@ -431,6 +435,9 @@ def _settings(conversation: _Conversation, body: dict, limit: Any, effort: Any,
     thinking = thinking_of_effort(effort, limit if isinstance(limit, int) else None)
     if effort and effort != "none" and thinking is None:
         dropped.append("reasoning effort (max tokens leave no room to think)")
+    elif thinking and conversation.replays_unsigned_turn():
+        thinking = None
+        dropped.append("reasoning effort (inside a tool loop, no signed thinking to replay)")
     out["max_tokens"] = max_tokens_for(limit, thinking)
     if thinking:
         out["thinking"] = thinking
