@@ -31,14 +31,10 @@ from .shapers import BROKEN, StreamShaper, chat_error
 from .sse import Event, SseParser, encode
 from .tool_ids import to_messages_id, to_openai_id
 from .translate_response import reasoning_of
-from .translate_stream import ChatToResponsesStream, ResponsesToChatStream
+from .translate_stream import ChatToResponsesStream, ResponsesToChatStream, call_key
 
 PING = b": ping\n\n"  # a Messages ping, for a client of another protocol
 _NO_CHAT_FORM = {"signature_delta": "thinking signature", "citations_delta": "citations"}
-
-
-def _empty_usage() -> dict:
-    return {"input_tokens": 0, "output_tokens": 0}
 
 
 # ------------------------------------------------------- Messages → chat
@@ -207,7 +203,6 @@ class _Call:
     name: str = ""
     arguments: str = ""
     block: int | None = None  # its Messages block index, once opened
-    closed: bool = False
 
 
 @dataclass
@@ -284,16 +279,17 @@ class ChatToMessagesStream:
     def _event(self, kind: str, payload: dict) -> bytes:
         return encode(payload, kind)
 
-    def _start(self, chunk: dict | None = None) -> bytes:
+    def _start(self, chunk: dict) -> bytes:
+        """`message_start`; chat tells the input tokens only at the end, so
+        they come with `message_delta`."""
         if self._started:
             return b""
         self._started = True
-        if chunk:
-            self._id = message_id_of(str(chunk.get("id") or "chatcmpl-switchback"))
-            self._model = chunk.get("model") or self._model
+        self._id = message_id_of(str(chunk.get("id") or "chatcmpl-switchback"))
+        self._model = chunk.get("model") or self._model
         message = {"id": self._id, "type": "message", "role": "assistant", "model": self._model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": _empty_usage()}
+                   "usage": {"input_tokens": 0, "output_tokens": 0}}
         return self._event("message_start", {"type": "message_start", "message": message})
 
     def _block_start(self, kind: str, block: dict, call: _Call | None = None) -> bytes:
@@ -311,10 +307,7 @@ class ChatToMessagesStream:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
-        index, call = self._open.index, self._open.call
-        self._open = None
-        if call is not None:
-            call.closed = True
+        index, self._open = self._open.index, None
         return self._event("content_block_stop", {"type": "content_block_stop", "index": index})
 
     # chunks
@@ -345,19 +338,8 @@ class ChatToMessagesStream:
         field_name = "thinking" if kind == "thinking" else "text"
         return out + self._block_delta({"type": f"{field_name}_delta", field_name: text})
 
-    def _call_key(self, fragment: dict) -> int:
-        """The chat index of a fragment; providers that omit it send one call
-        per id, so a new id starts a new call and no id continues the last."""
-        calls = self._answer.calls
-        if isinstance(fragment.get("index"), int):
-            return fragment["index"]
-        known = next((k for k, c in calls.items() if c.id and c.id == fragment.get("id")), None)
-        if known is not None:
-            return known
-        return len(calls) if fragment.get("id") or not calls else max(calls)
-
     def _fragment(self, fragment: dict) -> bytes:
-        call = self._answer.calls.setdefault(self._call_key(fragment), _Call())
+        call = self._answer.calls.setdefault(call_key(self._answer.calls, fragment), _Call())
         function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
         call.id = call.id or str(fragment.get("id") or "")
         call.name = call.name or str(function.get("name") or "")
