@@ -17,7 +17,8 @@ from switchback.protocols.messages_response import (chat_to_messages_response,
 from switchback.protocols.messages_terms import DEFAULT_MAX_TOKENS
 from switchback.protocols.tool_ids import to_messages_id, to_openai_id
 
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
+       "RU5ErkJggg==")
 PDF = "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K"
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
                   "required": ["city"]}

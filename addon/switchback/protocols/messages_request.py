@@ -4,7 +4,8 @@ Four directions, each direct: going through chat would lose what chat has
 no form for and the other two do (a document by URL, an image inside a tool
 result). Blocks, parts, items and tools convert one by one by their type;
 whatever has no form on the other side is dropped and named, so the flow
-trail can say what the provider never saw. Tool-call ids cross in the other side's shape (`tool_ids`).
+trail can say what the provider never saw. Tool-call ids cross in the other
+side's shape (`tool_ids`).
 
 Conventions (also in the README): the system prompt joins its text blocks
 with blank lines; system and developer messages anywhere in an OpenAI
