@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-MESSAGES = "messages"  # the protocol's name until vocabulary has Protocol.MESSAGES
-
 DEFAULT_MAX_TOKENS = 8192  # every current Claude model can write this much
 MIN_BUDGET = 1024  # the smallest thinking budget Messages accepts
 EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
