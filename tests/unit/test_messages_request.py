@@ -5,6 +5,8 @@ and come back a turn later exactly as they were issued."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -515,3 +517,62 @@ def test_the_next_turn_sends_claudes_own_ids_back() -> None:
     assert [b["id"] for b in sent[1]["content"] if b["type"] == "tool_use"] == issued
     assert [b["tool_use_id"] for b in sent[2]["content"]] == issued
     assert not any(b["type"] == "thinking" for b in sent[1]["content"])
+
+
+# ---------------------------------------------------------------- there and back
+
+_ids = st.one_of(st.from_regex(r"call_[A-Za-z0-9]{24}", fullmatch=True),
+                 st.text(min_size=1, max_size=30))
+_words = st.text(min_size=1, max_size=40).filter(str.strip)
+_arguments = st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+                             st.one_of(st.integers(), st.text(max_size=10)), max_size=3)
+
+
+@st.composite
+def chat_conversations(draw: st.DrawFn) -> list[dict]:
+    """A chat history as agents send it: user words, assistant words and/or
+    parallel tool calls, each call's result right after."""
+    messages: list[dict] = []
+    for _ in range(draw(st.integers(1, 4))):
+        messages.append({"role": "user", "content": draw(_words)})
+        ids = draw(st.lists(_ids, max_size=3, unique=True))
+        text = draw(st.one_of(st.none(), _words)) if ids else draw(_words)
+        assistant: dict = {"role": "assistant", "content": text}
+        if ids:
+            assistant["tool_calls"] = [
+                {"id": i, "type": "function", "function": {
+                    "name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)),
+                    "arguments": json.dumps(draw(_arguments))}} for i in ids]
+        messages.append(assistant)
+        messages += [{"role": "tool", "tool_call_id": i, "content": draw(_words)} for i in ids]
+    return messages
+
+
+def _parsed(messages: list[dict]) -> list[dict]:
+    """Messages with tool arguments as values (their spacing is not meaning)."""
+    return [{**m, "tool_calls": [{**c, "function": {**c["function"], "arguments": json.loads(
+        c["function"]["arguments"])}} for c in m["tool_calls"]]} if m.get("tool_calls") else m
+        for m in messages]
+
+
+@settings(max_examples=150)
+@given(chat_conversations())
+def test_a_chat_history_through_messages_and_back_is_the_same(messages: list[dict]) -> None:
+    there = chat_to_messages({"model": "m", "messages": messages})
+    assert there.dropped == ()
+    back = messages_to_chat(there.body)
+    assert back.dropped == ()
+    assert _parsed(back.body["messages"]) == _parsed(messages)
+
+
+@settings(max_examples=150)
+@given(chat_conversations())
+def test_a_responses_history_through_messages_and_back_is_the_same(messages: list[dict]) -> None:
+    from switchback.protocols.translate_request import chat_to_responses
+    items = chat_to_responses({"model": "m", "messages": messages}).body["input"]
+    there = responses_to_messages({"model": "m", "input": items})
+    back = messages_to_responses(there.body).body["input"]
+    normal = [{**i, "arguments": json.loads(i["arguments"])} if "arguments" in i else i
+              for i in items]
+    assert [{**i, "arguments": json.loads(i["arguments"])} if "arguments" in i else i
+            for i in back] == normal

@@ -364,14 +364,14 @@ def messages_to_responses(body: dict) -> Translated:
 class _Conversation:
     """Messages being built: the system text apart, consecutive turns of one
     role merged (a tool call's results and the next user words are one user
-    turn), empty turns left out (Messages refuses them)."""
+    turn), blank text and empty turns left out (Messages refuses them)."""
 
     def __init__(self) -> None:
         self.system: list[str] = []
         self.messages: list[dict] = []
 
     def add(self, role: str, blocks: list[dict]) -> None:
-        blocks = [b for b in blocks if b.get("type") != "text" or b.get("text")]
+        blocks = [b for b in blocks if b.get("type") != "text" or str(b.get("text")).strip()]
         if not blocks:
             return
         if self.messages and self.messages[-1]["role"] == role:
