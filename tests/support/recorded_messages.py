@@ -49,6 +49,11 @@ ANSWERS: dict[str, dict] = {
         {"type": "tool_use", "id": "toolu_01BbTyGQKn2RTmTtkLzSM4jV", "name": "get_time",
          "input": TIME_INPUT},
     ], "tool_use", usage(312, 142, read=2048, written=512)),
+    "two-thinking-blocks": message([
+        {"type": "thinking", "thinking": "First, the units.", "signature": SIGNATURE},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"},
+        {"type": "thinking", "thinking": "Then the answer.", "signature": SIGNATURE},
+        {"type": "text", "text": "It is 18 °C."}], "end_turn", usage(64, 40, read=30)),
     "empty-input-tool": message([
         {"type": "tool_use", "id": "toolu_01Vz8kCa2ESkPhgaScNGmYHQ", "name": "list_files",
          "input": {}}], "tool_use", usage(90, 12)),
@@ -79,6 +84,8 @@ def messages_stream(answer: dict) -> list[tuple[str, dict]]:
         if kind == "text":
             opened, deltas = {"type": "text", "text": ""}, [
                 {"type": "text_delta", "text": p} for p in _pieces(block["text"])]
+        elif kind == "redacted_thinking":
+            opened, deltas = block, []
         elif kind == "thinking":
             opened = {"type": "thinking", "thinking": "", "signature": ""}
             deltas = [{"type": "thinking_delta", "thinking": p}

@@ -436,10 +436,12 @@ def test_a_cut_stream_ends_in_the_clients_error_form_never_a_made_up_finish(
     (lambda: messages_to_responses_stream(RESPONSES_REQUEST, RID),
      MESSAGES_STREAMS["thinking-then-tools"], ("thinking signature",)),
     (lambda: MessagesToChatStream(CHAT_REQUEST), MESSAGES_STREAMS["text"], ()),
+    (lambda: MessagesToChatStream(CHAT_REQUEST), MESSAGES_STREAMS["two-thinking-blocks"],
+     ("thinking signature", "block:redacted_thinking")),
     (lambda: responses_to_messages_stream(MESSAGES_REQUEST),
      RESPONSES_STREAMS["reasoning-and-tools"], ("reasoning.encrypted_content",)),
     (lambda: ChatToMessagesStream(MESSAGES_REQUEST), CHAT_STREAMS["reasoning-and-tools"], ()),
-], ids=["signature-to-chat", "signature-to-responses", "nothing", "sealed-reasoning",
+], ids=["signature-to-chat", "signature-to-responses", "nothing", "redacted", "sealed-reasoning",
         "chat-loses-nothing"])
 def test_what_the_client_never_sees_is_named(make: Callable[[], Any], upstream: bytes,
                                              dropped: tuple) -> None:

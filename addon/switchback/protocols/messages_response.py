@@ -21,6 +21,7 @@ from .translate_response import (chat_to_responses_response, reasoning_of,
                                  responses_to_chat_response)
 
 MESSAGE_PREFIX, CHAT_PREFIX = "msg_", "chatcmpl-"
+THINKING_JOIN = "\n\n"  # between the texts of an answer's thinking blocks, as reasoning
 
 
 def chat_id_of(message_id: str) -> str:
@@ -114,7 +115,7 @@ def assistant_of_blocks(blocks: list[dict]) -> dict:
              for b in blocks if b.get("type") == "tool_use"]
     message: dict = {"role": "assistant", "content": text or None}
     if thinking:
-        message["reasoning_content"] = "\n\n".join(thinking)
+        message["reasoning_content"] = THINKING_JOIN.join(thinking)
     if calls:
         message["tool_calls"] = calls
     return message

@@ -24,8 +24,8 @@ from typing import Any
 
 from .kinds import DONE, event_type, is_done
 from .messages_errors import messages_error, messages_to_openai_error, openai_to_messages_error
-from .messages_response import (block_dropped, chat_id_of, item_dropped, message_id_of,
-                                thinking_block)
+from .messages_response import (THINKING_JOIN, block_dropped, chat_id_of, item_dropped,
+                                message_id_of, thinking_block)
 from .messages_terms import finish_of_stop, stop_of_finish, usage_to_chat, usage_to_messages
 from .shapers import BROKEN, StreamShaper, chat_error
 from .sse import Event, SseParser, encode
@@ -54,6 +54,7 @@ class MessagesToChatStream:
         self._started = self._finished = False
         self._tools: dict[int, tuple[int, bool]] = {}  # block index → (tool index, streamed)
         self._usage: dict = {}  # Messages usage: message_start's, then message_delta's
+        self._thought = False  # a thinking block came
         self._dropped: list[str] = []
 
     @property
@@ -124,8 +125,12 @@ class MessagesToChatStream:
         self._dropped += block_dropped(block)
         if kind == "text" and block.get("text"):
             out += self._delta({"content": block["text"]})
-        elif kind == "thinking" and block.get("thinking"):
-            out += self._delta({"reasoning_content": block["thinking"]})
+        elif kind == "thinking":
+            if self._thought:  # thinking blocks read apart, as a whole answer joins them
+                out += self._delta({"reasoning_content": THINKING_JOIN})
+            self._thought = True
+            if block.get("thinking"):
+                out += self._delta({"reasoning_content": block["thinking"]})
         elif kind == "tool_use":
             tool = len(self._tools)
             self._tools[payload.get("index", -1)] = (tool, False)
