@@ -466,20 +466,24 @@ def test_a_messages_id_has_a_shape_anthropic_accepts(openai_id: str) -> None:
     assert re.fullmatch(r"toolu_[A-Za-z0-9_-]+", to_messages_id(openai_id))
 
 
+def next_turn(message: dict) -> dict:
+    """What Claude Code sends after `message`: it, and a result for each call."""
+    calls = [b for b in message["content"] if b["type"] == "tool_use"]
+    return {"model": "m", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": message["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": c["id"],
+                                      "content": "ok"} for c in calls]}]}
+
+
 @pytest.mark.parametrize("answer", ["reasoning-and-tools", "odd-call-id"])
 def test_the_next_turn_sends_the_chat_providers_own_ids_back(answer: str) -> None:
     """A chat provider's tool calls reach Claude Code as tool_use blocks; its
     next turn (the calls and their results) reaches the provider with the
     ids the provider issued."""
     chat = CHAT_ANSWERS[answer]
-    message = chat_to_messages_response(chat, {"model": "m"})
-    calls = [b for b in message["content"] if b["type"] == "tool_use"]
-    next_turn = {"model": "m", "max_tokens": 100, "messages": [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": message["content"]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": c["id"],
-                                      "content": "ok"} for c in calls]}]}
-    sent = messages_to_chat(next_turn).body["messages"]
+    sent = messages_to_chat(next_turn(chat_to_messages_response(chat, {"model": "m"})))
+    sent = sent.body["messages"]
     issued = [c["id"] for c in chat["choices"][0]["message"]["tool_calls"]]
     assert [c["id"] for c in sent[1]["tool_calls"]] == issued
     assert [m["tool_call_id"] for m in sent[2:]] == issued
@@ -488,13 +492,7 @@ def test_the_next_turn_sends_the_chat_providers_own_ids_back(answer: str) -> Non
 def test_the_next_turn_sends_the_responses_providers_own_call_ids_back() -> None:
     response = RESPONSES_ANSWERS["reasoning-and-tools"]
     message = responses_to_messages_response(response, {"model": "m"})
-    calls = [b for b in message["content"] if b["type"] == "tool_use"]
-    next_turn = {"model": "m", "max_tokens": 100, "messages": [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": message["content"]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": c["id"],
-                                      "content": "ok"} for c in calls]}]}
-    items = messages_to_responses(next_turn).body["input"]
+    items = messages_to_responses(next_turn(message)).body["input"]
     issued = [i["call_id"] for i in response["output"] if i["type"] == "function_call"]
     assert [i["call_id"] for i in items if i["type"] == "function_call"] == issued
     assert [i["call_id"] for i in items if i["type"] == "function_call_output"] == issued
