@@ -198,7 +198,7 @@ def _function_tool(tool: dict, dropped: Drops) -> dict | None:
     return {"type": "function", "function": {k: tool[k] for k in keys if tool.get(k) is not None}}
 
 
-def _custom_tool(tool: dict, dropped: Drops) -> dict | None:
+def custom_function_tool(tool: dict, dropped: Drops) -> dict | None:
     """A freeform tool becomes a function taking its whole input as one
     string; a grammar, which chat cannot enforce, is described instead."""
     fmt = tool.get("format") or {}
@@ -219,7 +219,7 @@ def _custom_tool(tool: dict, dropped: Drops) -> dict | None:
 
 _CHAT_TOOLS: dict[str, Converter] = {
     "function": _function_tool,
-    "custom": _custom_tool,
+    "custom": custom_function_tool,
 }
 
 

@@ -9,7 +9,7 @@ JSON arguments and can only be unwrapped whole. Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,18 @@ class _Call:
     item_id: str = ""
     index: int | None = None  # output_index, once announced
     custom: bool = False
+
+
+def call_key(calls: Mapping[int, Any], fragment: dict) -> int:
+    """The chat index of a tool-call fragment among the `calls` (each with an
+    `id`) gathered so far; providers that omit it send one call per id, so a
+    new id starts a new call and no id continues the last."""
+    if isinstance(fragment.get("index"), int):
+        return fragment["index"]
+    known = next((k for k, c in calls.items() if c.id == fragment.get("id")), None)
+    if known is not None:
+        return known
+    return len(calls) if fragment.get("id") or not calls else max(calls)
 
 
 class ChatToResponsesStream:
@@ -270,18 +282,8 @@ class ChatToResponsesStream:
 
     # tool calls
 
-    def _call_key(self, fragment: dict) -> int:
-        """The chat index of a fragment; providers that omit it send one call
-        per id, so a new id starts a new call and no id continues the last."""
-        if isinstance(fragment.get("index"), int):
-            return fragment["index"]
-        known = next((k for k, c in self._calls.items() if c.id == fragment.get("id")), None)
-        if known is not None:
-            return known
-        return len(self._calls) if fragment.get("id") or not self._calls else max(self._calls)
-
     def _call_fragment(self, fragment: dict) -> bytes:
-        call = self._calls.setdefault(self._call_key(fragment), _Call())
+        call = self._calls.setdefault(call_key(self._calls, fragment), _Call())
         function = fragment.get("function") or {}
         call.id = call.id or fragment.get("id") or ""
         call.name = call.name or function.get("name") or ""
