@@ -388,6 +388,16 @@ class FakeProvider(ServedInThread):
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                """A model list, as providers answer GET …/models; 404 elsewhere."""
+                path = self.path.split("?")[0]
+                fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()}, {}))
+                if not path.endswith("/models"):
+                    return self._send(404, {"error": {"message": f"Invalid URL (GET {path})"}})
+                self._send(200, {"object": "list", "data": [
+                    {"id": f"{fake.name}-model", "object": "model", "created": CREATED,
+                     "owned_by": fake.name}]})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
