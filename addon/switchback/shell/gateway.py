@@ -136,6 +136,14 @@ class Gateway:
         if modes != list(ctx.options.mode):
             ctx.options.update(mode=modes)
 
+    async def running(self) -> None:
+        """Make sure the listener is up. mitmproxy 12 may bring its servers up
+        from the modes it had before this script's options were applied;
+        asking again starts only what is missing."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if self.spec is not None and proxyserver is not None:
+            await proxyserver.setup_servers()
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Route a gateway request to its provider, or answer that it names none."""
         mode = flow.client_conn.proxy_mode
