@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from support.fakeprovider import CHAT, LIMITED, RESPONSES, FakeProvider, Reply
+from support.fakeprovider import CHAT, LIMITED, RESPONSES, FakeProvider, Reply, sse
 from support.proxy import BIN, GUARD, free_port, running_proxy, stop, wait_for_port
 
 K1, K2 = "sk-gateway-key-0001", "sk-gateway-key-0002"
@@ -106,6 +106,23 @@ def test_a_429_on_key_1_is_served_by_key_2_with_no_ca(gw, protocol, stream):
     line = gw.proxy.log_line(f"switchback: {protocol} m")
     assert "429" in line and "2 attempt(s)" in line
     assert CLIENT_KEY not in gw.proxy.output() and K1 not in gw.proxy.output()
+
+
+def test_an_error_at_the_head_of_a_stream_fails_over_with_nothing_reaching_the_client(gw):
+    """The first-chunk gate on the gateway: a keepalive comment, then an error
+    event cut over two reads; the client sees only the fallback's answer."""
+    error = sse({"error": {"message": "LEAKED-MARKER overloaded", "type": "server_error"}})
+    gw.openai.script(Reply(raw=[b": PROCESSING\n\n", error[:9], error[9:]]))
+    with plain_http() as client:
+        answer = client.post(gw.url + "/v1" + CHAT, headers={"authorization": "Bearer x"},
+                             json={"model": "m", "stream": True,
+                                   "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 200 and b"LEAKED-MARKER" not in answer.content
+    assert b"hello" in answer.content and answer.content.endswith(b"data: [DONE]\n\n")
+    # An error event says the provider is in trouble: on to the fallback.
+    assert gw.openai.count() == 1 and gw.backup.count() == 1
+    line = gw.proxy.log_line("switchback: chat m stream")
+    assert "ok via backup" in line and "error event" in line
 
 
 def test_the_cooling_key_is_skipped_on_the_next_calls(gw):

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mitmproxy import exceptions
+from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
@@ -72,6 +75,25 @@ def test_a_configured_provider_replaces_the_builtin_the_unprefixed_paths_reach()
                            "anthropic": Provider("anthropic", "https://localhost:8")})
     assert route("/v1/responses", [], table).url == "https://localhost:7/v1/responses"
     assert route("/v1/messages", [], table).url == "https://localhost:8/v1/messages"
+
+
+TARGET_CHARS = st.sampled_from(list("/?@#:.%\\v1") + ["groq", "local", "bare", "msgs",
+                                                         "v1", "evil.example", "messages"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(TARGET_CHARS, max_size=12), version=st.booleans())
+def test_a_route_never_leaves_the_origin_of_the_provider_it_names(pieces, version):
+    """Whatever the client puts in its request target, the URL mitmproxy is
+    given (parsed as mitmproxy parses it) is on the routed provider's origin:
+    the client's credential goes nowhere else."""
+    target = "/" + "".join(pieces)
+    found = route(target, [VERSION] if version else [], TABLE)
+    if found is None:
+        return
+    scheme, host, port, path = url.parse(found.url)
+    assert (scheme.decode(), host.decode(), port) == found.provider.origin
+    assert path.decode().startswith("/")
 
 
 @pytest.mark.parametrize("value,expected", [
