@@ -389,11 +389,12 @@ class FakeProvider(ServedInThread):
                 pass
 
             def do_GET(self) -> None:
-                """A model list, as providers answer GET …/models; 404 elsewhere."""
+                """A model list, as providers answer GET …/models; elsewhere, as
+                before the fake had a GET: 501 (a WebSocket test relies on it)."""
                 path = self.path.split("?")[0]
-                fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()}, {}))
                 if not path.endswith("/models"):
-                    return self._send(404, {"error": {"message": f"Invalid URL (GET {path})"}})
+                    return self.send_error(501, f"Unsupported method ({self.command!r})")
+                fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()}, {}))
                 self._send(200, {"object": "list", "data": [
                     {"id": f"{fake.name}-model", "object": "model", "created": CREATED,
                      "owned_by": fake.name}]})
