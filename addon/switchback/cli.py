@@ -1,10 +1,11 @@
 """`switchback`: run the proxy and point clients at it without remembering flags.
 
 Every subcommand is a thin wrapper: `run` execs mitmdump/mitmweb with the
-addon, `env`/`exec` hand clients the variables that make them use the proxy and
-trust its CA, `status` reads the running proxy's status server, `check` runs
-the same config loader the addon uses, and `addon-path` tells mitmproxy users
-where the entry script is.
+addon (and its gateway listener), `env`/`exec` hand clients the variables that
+make them use the proxy and trust its CA — or use the gateway, with no CA —
+`status` reads the running proxy's status server, `check` runs the same config
+loader the addon uses, and `addon-path` tells mitmproxy users where the entry
+script is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_PROXY = f"http://{DEFAULT_LISTEN}"
 DEFAULT_STATUS = "http://127.0.0.1:8089/status"
 DEFAULT_NO_PROXY = "localhost,127.0.0.1,::1"
+DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8082"
+DEFAULT_GATEWAY = f"http://{DEFAULT_GATEWAY_LISTEN}"
 CERTS_HELP = ("folder with the mitmproxy CA (default: $SWITCHBACK_HOME/certs; in a checkout, "
               "its certs/; else ~/.mitmproxy)")
 # Node's built-in fetch honours NODE_USE_ENV_PROXY from these releases on (major, minor).
@@ -42,6 +45,8 @@ MAIN_HELP = """\
 examples:
   switchback run                      # proxy on 127.0.0.1:8080, ./switchback.yaml if present
   eval "$(switchback env)"            # in another shell: send its clients through it
+  switchback run --gateway            # also a plain-HTTP gateway on 127.0.0.1:8082, no CA needed
+  switchback exec --gateway -- claude # Claude Code through it: ANTHROPIC_BASE_URL
   switchback exec -- codex exec "hi"  # or: run one command through it
   switchback status                   # keys, cooldowns, budgets, counters of the running proxy
   switchback check switchback.yaml    # validate a config without starting anything
@@ -54,10 +59,19 @@ in a checkout, its certs/; else ~/.mitmproxy, mitmproxy's own), together with
 switchback-bundle.pem for clients. mitmweb's page is http://127.0.0.1:8081.
 Arguments after `--` go to mitmdump/mitmweb unchanged.
 
+--gateway also listens as a plain-HTTP gateway, for clients that take a base URL
+but cannot trust a CA: OPENAI_BASE_URL=http://127.0.0.1:8082/v1 and
+ANTHROPIC_BASE_URL=http://127.0.0.1:8082 get the same failover as the proxy.
+/v1/messages and requests carrying anthropic-version go to the provider named
+anthropic, other /v1/ paths to the one named openai, /NAME/... to provider NAME
+(its base URL). It sends configured keys for whoever reaches it: keep it on
+loopback.
+
 examples:
   switchback run
   switchback run --config team.yaml --listen 0.0.0.0:8080
   switchback run --web                 # mitmweb: every LLM call with its attempt trail
+  switchback run --gateway             # also the gateway on 127.0.0.1:8082 (see below)
   switchback run -- --set switchback_status_port=9089 --set ssl_insecure=true
 """
 
@@ -69,6 +83,12 @@ Prints what a client needs to go through the proxy and trust its CA:
   CURL_CA_BUNDLE, CODEX_CA_CERTIFICATE      + the proxy CA (these replace the default store)
   NODE_EXTRA_CA_CERTS                     the proxy CA alone (Node adds it to its defaults)
   NODE_USE_ENV_PROXY=1                    makes Node's built-in fetch honour HTTPS_PROXY
+Claude Code takes HTTPS_PROXY and NODE_EXTRA_CA_CERTS (or SSL_CERT_FILE) from these.
+
+With --gateway (a `switchback run --gateway` listener), no proxy and no CA:
+  ANTHROPIC_BASE_URL                      the gateway, for Claude Code and Anthropic's SDKs
+  OPENAI_BASE_URL                         the gateway's /v1, for the openai SDKs
+  NO_PROXY (and lowercase)                so the gateway is reached directly
 
 Loopback bypasses the proxy by default so local servers, mitmweb and the status
 page are reached directly. If one of your providers runs on localhost (a local
@@ -83,6 +103,7 @@ examples:
   eval "$(switchback env)"
   switchback env --shell fish | source
   switchback env --proxy http://10.0.0.5:8080 >> ~/.profile
+  eval "$(switchback env --gateway)"    # the gateway on 127.0.0.1:8082
 """
 
 EXEC_HELP = """\
@@ -93,6 +114,8 @@ examples:
   switchback exec -- python my_agent.py
   switchback exec -- codex exec "fix the failing test"
   switchback exec --no-proxy "" -- curl https://localhost:9001/v1/models
+  switchback exec -- claude            # Claude Code through the proxy, trusting its CA
+  switchback exec --gateway -- claude  # or through the gateway, no CA
 """
 
 STATUS_HELP = """\
@@ -140,8 +163,14 @@ def parser() -> argparse.ArgumentParser:
     certs = argparse.ArgumentParser(add_help=False)
     certs.add_argument("--certs", type=Path, metavar="DIR", help=CERTS_HELP)
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--proxy", default=DEFAULT_PROXY, metavar="URL",
-                        help=f"the Switchback proxy (default: {DEFAULT_PROXY})")
+    way = client.add_mutually_exclusive_group()
+    way.add_argument("--proxy", default=DEFAULT_PROXY, metavar="URL",
+                     help=f"the Switchback proxy (default: {DEFAULT_PROXY})")
+    way.add_argument("--gateway", nargs="?", const=DEFAULT_GATEWAY, type=gateway_url,
+                     metavar="URL",
+                     help=f"use the gateway listener (`switchback run --gateway`) instead of "
+                          f"the proxy and its CA: base URLs, no CA (default URL: "
+                          f"{DEFAULT_GATEWAY})")
     client.add_argument("--no-proxy", default=DEFAULT_NO_PROXY, metavar="HOSTS",
                         help=f'comma-separated hosts that bypass the proxy (default: '
                              f'{DEFAULT_NO_PROXY}); "" sends everything through it')
@@ -163,6 +192,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                      help=f"where the proxy listens (default: {DEFAULT_LISTEN})")
     run.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
+    run.add_argument("--gateway", nargs="?", const=DEFAULT_GATEWAY_LISTEN, metavar="HOST:PORT",
+                     help=f"also listen as a plain-HTTP gateway for clients that cannot trust "
+                          f"a CA (default: {DEFAULT_GATEWAY_LISTEN})")
     run.add_argument("--intercept-all", action="store_true",
                      help="decrypt every HTTPS connection, not only LLM provider hosts "
                           "(others are tunnelled untouched by default)")
@@ -206,25 +238,31 @@ def run_proxy(args: argparse.Namespace) -> int:
         return fail(f"not started; `switchback check {config}` validates the fix", code=2)
     try:
         host, port = split_listen(args.listen)
+        gateway = split_listen(port_only(args.gateway), "--gateway") if args.gateway else None
     except ValueError as exc:
         return fail(str(exc))
     certs = certs_dir(args)
     ensure_trust(certs)
     command = proxy_command("mitmweb" if args.web else "mitmdump", host, port, certs,
                             config.resolve() if config else None, args.intercept_all,
-                            after_dashes(args.extra))
+                            after_dashes(args.extra), gateway)
     if not Path(command[0]).exists():
         return fail(f"{command[0]} not found: install Switchback into this Python "
                     f"environment (scripts/setup)")
     print(f"switchback: proxy on http://{host}:{port}; in another shell: "
           f'eval "$({env_hint(host, port, certs if args.certs else None)})"', file=sys.stderr)
+    if gateway is not None:
+        print(f"switchback: gateway on http://{gateway[0]}:{gateway[1]} (no CA needed); in "
+              f'another shell: eval "$({gateway_hint(*gateway)})"', file=sys.stderr)
     os.execv(command[0], command)
     return 0  # unreachable: execv replaces this process
 
 
 def proxy_command(tool: str, host: str, port: int, certs: Path, config: Path | None,
-                  intercept_all: bool, extra: Sequence[str]) -> list[str]:
-    """The mitmdump/mitmweb command line: the same venv, the addon, lazy connections."""
+                  intercept_all: bool, extra: Sequence[str],
+                  gateway: tuple[str, int] | None = None) -> list[str]:
+    """The mitmdump/mitmweb command line: the same venv, the addon, lazy
+    connections; the gateway is the addon's option (it adds the listener)."""
     command = [str(Path(sys.executable).parent / tool), "-s", str(ADDON_SCRIPT),
                "--listen-host", host, "--listen-port", str(port),
                "--set", f"confdir={certs}", "--set", "connection_strategy=lazy"]
@@ -232,6 +270,8 @@ def proxy_command(tool: str, host: str, port: int, certs: Path, config: Path | N
         command += ["--set", f"switchback_config={config}"]
     if intercept_all:
         command += ["--set", "switchback_intercept=all"]
+    if gateway is not None:
+        command += ["--set", f"switchback_gateway={gateway[0]}:{gateway[1]}"]
     if tool == "mitmweb" and not any("web_columns" in arg for arg in extra):
         # The comment column shows each call's marks, trail and name in the list. A
         # list option takes one `--set` per item: mitmproxy does not split on commas.
@@ -239,29 +279,53 @@ def proxy_command(tool: str, host: str, port: int, certs: Path, config: Path | N
     return command + list(extra)
 
 
-def split_listen(listen: str) -> tuple[str, int]:
+def split_listen(listen: str, option: str = "--listen") -> tuple[str, int]:
     """`HOST:PORT`, `[::1]:PORT` or `:PORT` (loopback) → (host, port)."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen {listen!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        example = DEFAULT_GATEWAY_LISTEN if option == "--gateway" else DEFAULT_LISTEN
+        raise ValueError(f"{option} {listen!r}: expected HOST:PORT, e.g. {example}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def port_only(listen: str) -> str:
+    """A gateway given as a bare port listens on loopback: `8082` → `:8082`."""
+    return f":{listen}" if listen.isdigit() else listen
+
+
+def reachable_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a listener on host:port."""
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
 
 
 def env_hint(host: str, port: int, certs: Path | None) -> str:
     """The `switchback env` a client shell needs for this proxy (flags only where not default)."""
-    reachable = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
+    url = reachable_url(host, port)
     flags = ("" if url == DEFAULT_PROXY else f" --proxy {url}") + \
         (f" --certs {shlex.quote(str(certs))}" if certs else "")
+    return f"{own_command()} env{flags}"
+
+
+def gateway_hint(host: str, port: int) -> str:
+    """The `switchback env` a client shell needs for this gateway."""
+    url = reachable_url(host, port)
+    return f"{own_command()} env --gateway{'' if url == DEFAULT_GATEWAY else ' ' + url}"
+
+
+def own_command() -> str:
     # The full path: the venv's bin is usually not on the other shell's PATH.
-    return f"{shlex.quote(str(Path(sys.executable).with_name('switchback')))} env{flags}"
+    return shlex.quote(str(Path(sys.executable).with_name('switchback')))
 
 
 # --- env / exec --------------------------------------------------------------------------------
 
 
 def client_env(args: argparse.Namespace) -> dict[str, str]:
-    """The variables that route a client through the proxy and make it trust the CA."""
+    """The variables that route a client through the proxy and make it trust
+    the CA; with a gateway, those that point its base URLs there."""
+    if args.gateway:
+        return gateway_env(args.gateway, args.no_proxy)
     trust = ensure_trust(certs_dir(args))
     variables = {}
     for name in ("HTTPS_PROXY", "HTTP_PROXY"):
@@ -271,6 +335,27 @@ def client_env(args: argparse.Namespace) -> dict[str, str]:
         variables[name] = str(trust.bundle)
     variables["NODE_EXTRA_CA_CERTS"] = str(trust.ca)
     variables["NODE_USE_ENV_PROXY"] = "1"
+    return variables
+
+
+def gateway_url(value: str) -> str:
+    """`--gateway` as a URL: given as one, or as `[HOST:]PORT` of the listener."""
+    if "://" in value:
+        return value.rstrip("/")
+    try:
+        return reachable_url(*split_listen(port_only(value)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected the gateway's URL or HOST:PORT, e.g. {DEFAULT_GATEWAY}"
+        ) from None
+
+
+def gateway_env(gateway: str, no_proxy: str) -> dict[str, str]:
+    """Base URLs on the gateway: Anthropic's SDKs (and Claude Code) add /v1
+    themselves, the openai SDKs expect it in the base URL. Loopback bypasses
+    any proxy the shell has, so the gateway is reached directly."""
+    variables = {"ANTHROPIC_BASE_URL": gateway, "OPENAI_BASE_URL": f"{gateway}/v1"}
+    variables["NO_PROXY"] = variables["no_proxy"] = no_proxy
     return variables
 
 
@@ -304,7 +389,8 @@ def warn_about_node() -> None:
 
 
 def print_env(args: argparse.Namespace) -> int:
-    warn_about_node()
+    if not args.gateway:
+        warn_about_node()
     for name, value in client_env(args).items():
         if args.shell == "fish":
             print(f"set -gx {name} {shlex.quote(value)};")
@@ -318,7 +404,7 @@ def exec_command(args: argparse.Namespace) -> int:
     if not command:
         return fail("exec: give the command after --, e.g. switchback exec -- python app.py")
     environment = {**os.environ, **client_env(args)}
-    if Path(command[0]).name in NODE_LAUNCHERS:
+    if Path(command[0]).name in NODE_LAUNCHERS and not args.gateway:
         warn_about_node()
     try:
         os.execvpe(command[0], command, environment)

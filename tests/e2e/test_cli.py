@@ -119,6 +119,64 @@ def test_exec_passes_the_exit_code_through(tmp_path):
     assert done.returncode == 7
 
 
+PRINT_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
+             "if k.isupper() and k != 'PATH'}))")
+
+
+def test_exec_gives_the_child_the_proxy_and_the_ca(tmp_path):
+    """What a real child (Claude Code, say) finds in its environment: the proxy,
+    and the CA both the ways Node reads it (added) and others (a whole bundle)."""
+    done = switchback("exec", "--certs", str(tmp_path), "--proxy", "http://127.0.0.1:9999",
+                      "--", sys.executable, "-c", PRINT_ENV,
+                      env={"PATH": "/usr/bin:/bin", "ANTHROPIC_API_KEY": "sk-ant-own"})
+    assert done.returncode == 0, done.stderr
+    child = json.loads(done.stdout)
+    certs = tmp_path.resolve()
+    assert child["HTTPS_PROXY"] == child["HTTP_PROXY"] == "http://127.0.0.1:9999"
+    assert child["NODE_EXTRA_CA_CERTS"] == str(certs / "mitmproxy-ca-cert.pem")
+    assert child["SSL_CERT_FILE"] == child["CODEX_CA_CERTIFICATE"] == \
+        str(certs / "switchback-bundle.pem")
+    assert child["ANTHROPIC_API_KEY"] == "sk-ant-own"  # the rest of its environment stays
+    assert "ANTHROPIC_BASE_URL" not in child and "OPENAI_BASE_URL" not in child
+
+
+def test_exec_with_the_gateway_gives_base_urls_and_no_ca(tmp_path):
+    done = switchback("exec", "--certs", str(tmp_path / "certs"), "--gateway", "9000",
+                      "--", sys.executable, "-c", PRINT_ENV,
+                      env={"PATH": "/usr/bin:/bin", "HTTP_PROXY": "http://corp:3128"})
+    assert done.returncode == 0, done.stderr
+    child = json.loads(done.stdout)
+    assert child["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9000"
+    assert child["OPENAI_BASE_URL"] == "http://127.0.0.1:9000/v1"
+    assert child["NO_PROXY"] == "localhost,127.0.0.1,::1"  # the gateway is not proxied
+    assert child["HTTP_PROXY"] == "http://corp:3128"  # the shell's own, left alone
+    assert not {"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "HTTPS_PROXY"} & child.keys()
+    assert not (tmp_path / "certs").exists()  # no CA needed, none made
+
+
+@pytest.mark.parametrize("given,url", [
+    (None, "http://127.0.0.1:8082"), ("9000", "http://127.0.0.1:9000"),
+    ("0.0.0.0:9000", "http://127.0.0.1:9000"), ("[::1]:9000", "http://[::1]:9000"),
+    ("http://10.0.0.5:4000/", "http://10.0.0.5:4000"),
+])
+def test_env_with_the_gateway(tmp_path, given, url):
+    done = switchback("env", "--gateway", *([given] if given else []),
+                      env={"PATH": "/usr/bin:/bin", "SWITCHBACK_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert exports(done.stdout) == {
+        "ANTHROPIC_BASE_URL": url, "OPENAI_BASE_URL": f"{url}/v1",
+        **dict.fromkeys(("NO_PROXY", "no_proxy"), "localhost,127.0.0.1,::1")}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gateway", "somewhere"], "expected the gateway's URL or HOST:PORT"),
+    (["--gateway", "9000", "--proxy", "http://127.0.0.1:8080"], "not allowed with"),
+])
+def test_env_refuses_a_bad_gateway(tmp_path, args, message):
+    done = switchback("env", *args, env={"SWITCHBACK_HOME": str(tmp_path)})
+    assert done.returncode == 2 and message in done.stderr
+
+
 def test_run_starts_the_proxy_with_a_fresh_ca_and_the_config(tmp_path, fakes, server_cert):
     fake = fakes("fake")
     config = tmp_path / "switchback.yaml"
@@ -171,9 +229,13 @@ def test_run_command_line():
                             ["--set", "web_columns=comment"])
     assert own[-2:] == ["--set", "web_columns=comment"]
     assert sum("web_columns" in arg for arg in own) == 1
+    gateway = cli.proxy_command("mitmdump", "127.0.0.1", 8080, certs, None, False, ["-v"],
+                                ("127.0.0.1", 8082))
+    assert gateway[-3:] == ["--set", "switchback_gateway=127.0.0.1:8082", "-v"]
     plain = cli.proxy_command("mitmdump", "127.0.0.1", 8080, certs, None, False, [])
     assert plain[0] == str(BIN / "mitmdump")
-    assert not any(arg.startswith(("switchback_config", "switchback_intercept")) for arg in plain)
+    assert not any(arg.startswith(("switchback_config", "switchback_intercept",
+                                   "switchback_gateway")) for arg in plain)
 
 
 @pytest.mark.parametrize("listen,expected", [

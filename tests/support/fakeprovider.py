@@ -388,6 +388,17 @@ class FakeProvider(ServedInThread):
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                """A model list, as providers answer GET …/models; elsewhere, as
+                before the fake had a GET: 501 (a WebSocket test relies on it)."""
+                path = self.path.split("?")[0]
+                if not path.endswith("/models"):
+                    return self.send_error(501, f"Unsupported method ({self.command!r})")
+                fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()}, {}))
+                self._send(200, {"object": "list", "data": [
+                    {"id": f"{fake.name}-model", "object": "model", "created": CREATED,
+                     "owned_by": fake.name}]})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
