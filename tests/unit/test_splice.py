@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from support.fakeprovider import (TOOL_ARGUMENTS, chat_events, chat_tool_events, response_events,
                                   response_tool_events, sse_bytes)
 from switchback.protocols.assemble import assemble
-from switchback.protocols.splice import (Diverged, Spliced, flagged, prefilled, splice_for)
+from support.recorded_messages import ANSWERS, message, messages_sse, messages_stream, usage
+from switchback.protocols.splice import (Diverged, MessagesSplice, Spliced, flagged, prefilled,
+                                         splice_for)
 from switchback.protocols.shapers import passthrough
 from switchback.protocols.sse import SseParser
 from switchback.protocols.usage import Usage
@@ -243,3 +245,75 @@ def test_a_prefill_answer_that_stops_inside_the_delivered_text_diverges(
     with pytest.raises(Diverged):
         continued(protocol, delivered, recorded(protocol, text[:4], rid="second"),
                   Rescue.PREFILL)
+
+
+# ------------------------------------------------------------- Messages
+
+def messages_read(whole: bytes) -> tuple[list[tuple[str, str]], list[str], bool]:
+    """A Messages client's reading: each block's (type, text), the event
+    order, and whether it ended in an error."""
+    blocks: dict[int, list[str]] = {}
+    kinds: list[str] = []
+    for event in SseParser().feed(whole):
+        payload = event.json()
+        if not isinstance(payload, dict):
+            continue
+        kinds.append(payload["type"])
+        if payload["type"] == "content_block_start":
+            assert payload["index"] not in blocks, "a block started twice"
+            blocks[payload["index"]] = [payload["content_block"]["type"], ""]
+        elif payload["type"] == "content_block_delta":
+            delta = payload["delta"]
+            blocks[payload["index"]][1] += delta.get("text") or delta.get("thinking") \
+                or delta.get("partial_json") or ""
+    assert sorted(blocks) == list(range(len(blocks))), "block indexes must be dense"
+    return [tuple(blocks[i]) for i in sorted(blocks)], kinds, "error" in kinds
+
+
+def messages_continued(delivered: bytes, continuation: list, mode: Rescue) -> bytes:
+    splice = MessagesSplice()
+    splice.catch_up(delivered)
+    splice.begin(mode, Usage(7, 4))
+    return delivered + splice.take(messages_sse(continuation))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["text", "thinking-then-tools", "two-thinking-blocks"]), st.data())
+def test_a_messages_stream_cut_anywhere_is_continued_whole_by_a_matching_restart(
+        name: str, data: st.DataObject) -> None:
+    events = messages_stream(ANSWERS[name])
+    whole_blocks, whole_kinds, _ = messages_read(messages_sse(events))
+    at = data.draw(st.integers(1, len(events) - 2))  # before message_delta
+    delivered = messages_sse(events[:at])
+    got = messages_continued(delivered, events, Rescue.RESTART)
+    blocks, kinds, failed = messages_read(got)
+    assert not failed and blocks == whole_blocks
+    assert kinds.count("message_start") == 1 and kinds.count("message_stop") == 1
+    assert kinds.count("content_block_stop") == len(blocks)
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+
+
+def test_a_messages_text_cut_is_continued_by_prefill_without_new_thinking() -> None:
+    text = ANSWERS["text"]["content"][0]["text"]
+    events = messages_stream(ANSWERS["text"])
+    at = 5  # message_start, ping, block start, two deltas
+    delivered = messages_sse(events[:at])
+    start = messages_read(delivered)[0][0][1]
+    rest = message([{"type": "thinking", "thinking": "hmm", "signature": "x"},
+                    {"type": "text", "text": text[len(start):]}], "end_turn", usage(30, 9))
+    got = messages_continued(delivered, messages_stream(rest), Rescue.PREFILL)
+    blocks, kinds, failed = messages_read(got)
+    assert not failed and blocks == [("text", text)]
+    delta = [e.json() for e in SseParser().feed(got) if e.json() and
+             e.json()["type"] == "message_delta"][0]
+    assert delta["usage"]["output_tokens"] == 9 + 4  # both attempts
+
+
+def test_a_rephrased_messages_restart_diverges_and_the_error_is_the_clients() -> None:
+    events = messages_stream(ANSWERS["text"])
+    delivered = messages_sse(events[:5])
+    other = message([{"type": "text", "text": "London is not it."}], "end_turn", usage(3, 3))
+    with pytest.raises(Diverged):
+        messages_continued(delivered, messages_stream(other), Rescue.RESTART)
+    end = MessagesSplice().fail("upstream stream broke: reset")
+    assert end.startswith(b"event: error\n") and b'"api_error"' in end

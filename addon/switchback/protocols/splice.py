@@ -735,15 +735,158 @@ class ResponsesSplice(Splice):
 
 
 def _added(usage: dict, extra: Usage, input_key: str, output_key: str) -> dict:
-    """A usage object with what earlier attempts used added in."""
+    """A usage object with what earlier attempts used added in, in the
+    fields it reports."""
     if not extra.total:
         return usage
     out = dict(usage)
     for key, more in ((input_key, extra.input), (output_key, extra.output),
                       ("total_tokens", extra.total)):
         value = out.get(key)
-        out[key] = (value if isinstance(value, int) else 0) + more
+        if isinstance(value, int):
+            out[key] = value + more
     return out
+
+
+# -------------------------------------------------------------- Messages
+
+_BLOCK_KINDS = {"text": Kind.TEXT, "thinking": Kind.REASONING, "tool_use": Kind.TOOL,
+                "server_tool_use": Kind.TOOL}
+_BLOCK_DELTAS = {"text_delta": "text", "thinking_delta": "thinking",
+                 "input_json_delta": "partial_json"}
+
+
+@dataclass(eq=False)
+class Block:
+    """One content block as the client has it."""
+
+    index: int
+    type: str
+    part: Part
+
+
+@dataclass
+class MessagesSplice(Splice):
+    message: dict[str, Any] | None = None  # as the client's `message_start` gave it
+    blocks: dict[int, Block] = field(default_factory=dict)  # by the client's index
+    # The continuation's blocks by its index: the client's block, or None (left out).
+    own: dict[int, Block | None] = field(default_factory=dict)
+    begun_blocks: list[Block] = field(default_factory=list)
+
+    def begin(self, mode: Rescue, extra: Usage) -> None:
+        super().begin(mode, extra)
+        self.own = {}
+        self.begun_blocks = sorted(self.blocks.values(), key=lambda b: b.index)
+
+    def prefill(self) -> str | None:
+        last = self.blocks[max(self.blocks)] if self.blocks else None
+        return super().prefill() if last is not None and not last.part.done else None
+
+    def record(self, name: str | None, payload: dict) -> None:
+        kind = payload.get("type") or name
+        self.events += 1
+        index = payload.get("index")
+        if kind == "message_start" and self.message is None:
+            self.message = payload.get("message") if isinstance(payload.get("message"),
+                                                                dict) else {}
+        elif kind == "content_block_start" and isinstance(index, int) \
+                and index not in self.blocks:
+            form = payload.get("content_block")
+            form = form if isinstance(form, dict) else {}
+            block_type = str(form.get("type") or "")
+            part = Part(_BLOCK_KINDS.get(block_type, Kind.OTHER), name=str(form.get("name") or
+                                                                          block_type))
+            self.blocks[index] = Block(index, block_type, part)
+            self.parts.append(part)
+        elif kind == "content_block_delta" and index in self.blocks:
+            delta = payload.get("delta")
+            key = _BLOCK_DELTAS.get(delta.get("type")) if isinstance(delta, dict) else None
+            if key is not None and isinstance(delta.get(key), str):  # type: ignore[union-attr]
+                self.blocks[index].part.text += delta[key]  # type: ignore[index]
+        elif kind == "content_block_stop" and index in self.blocks:
+            self.blocks[index].part.done = True
+        elif kind == "message_stop" or (kind == "message_delta" and isinstance(
+                payload.get("delta"), dict) and payload["delta"].get("stop_reason")):
+            self.complete = True
+
+    def splice(self, name: str | None, payload: dict) -> dict | None:
+        kind = payload.get("type") or name
+        if kind == "message_start":
+            return None
+        if kind == "message_delta":
+            self.finished()
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                return {**payload, "usage": _added(usage, self.extra, "input_tokens",
+                                                   "output_tokens")}
+            return payload
+        if kind not in ("content_block_start", "content_block_delta", "content_block_stop"):
+            return payload  # ping, message_stop, error
+        own = payload.get("index")
+        if kind == "content_block_start":
+            block = self._lay_block(own, payload.get("content_block"))
+            if block is None or block in self.begun_blocks:
+                return None  # left out, or the client's own: it had it started
+            return {**payload, "index": block.index}
+        block = self.own.get(own) if isinstance(own, int) else None
+        if block is None:
+            return None
+        progress = self.laid.get(id(block.part)) or self.lay(block.part, 0)
+        if kind == "content_block_stop":
+            if self.mode is Rescue.RESTART or progress.held:
+                progress.check_whole()
+            return None if block.part.done else {**payload, "index": block.index}
+        delta = payload.get("delta")
+        key = _BLOCK_DELTAS.get(delta.get("type")) if isinstance(delta, dict) else None
+        if key is None or not isinstance(delta.get(key), str):  # type: ignore[union-attr]
+            # A signature: the client's block, repeated whole, takes the new one's.
+            return {**payload, "index": block.index}
+        text = progress.take(delta[key], self.last(block.part))  # type: ignore[index]
+        return {**payload, "index": block.index, "delta": {**delta, key: text}} \
+            if text else None  # type: ignore[dict-item]
+
+    def _lay_block(self, own: Any, form: Any) -> Block | None:
+        """Which of the client's blocks a continuation's block continues (None:
+        left out); a new one when it continues none."""
+        if not isinstance(own, int) or not isinstance(form, dict):
+            return None
+        if own in self.own:
+            return self.own[own]
+        block_type = str(form.get("type") or "")
+        last = self.blocks[max(self.blocks)] if self.blocks else None
+        if self.mode is Rescue.PREFILL:
+            if _BLOCK_KINDS.get(block_type) is Kind.REASONING or block_type == "redacted_thinking":
+                self.own[own] = None
+                return None
+            if block_type == "text" and last is not None and last.type == "text" \
+                    and not last.part.done and last not in self.own.values():
+                self.own[own] = last
+                self.continue_(last.part)
+                return last
+        else:
+            mapped = sum(1 for b in self.own.values() if b is not None)
+            if mapped < len(self.begun_blocks):
+                block = self.begun_blocks[mapped]
+                if block.type != block_type or (block.part.kind is Kind.TOOL
+                                                and block.part.name != form.get("name")):
+                    raise Diverged(f"the new answer has a {block_type} block where the client "
+                                   f"had a {block.type} block")
+                self.own[own] = block
+                self.lay(block.part, 0)
+                return block
+            self.check_whole()
+        index = max(self.blocks, default=-1) + 1
+        part = Part(_BLOCK_KINDS.get(block_type, Kind.OTHER),
+                    name=str(form.get("name") or block_type))
+        block = self.blocks[index] = Block(index, block_type, part)
+        self.parts.append(part)
+        self.own[own] = block
+        self.lay(part, 0)
+        return block
+
+    def fail(self, message: str) -> bytes:
+        return encode({"type": "error", "error": {"type": "api_error", "message": message}},
+                      "error")
 
 
 SPLICES: dict[Protocol, type[Splice]] = {Protocol.CHAT: ChatSplice,
