@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from .vocabulary import AUTO, ENDPOINTS, Protocol
+from .protocols.spec import SPECS, by_path
+from .vocabulary import AUTO, Protocol
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,6 @@ BUILTIN: Mapping[str, Provider] = {
     )
 }
 
-_BY_PATH = {path: protocol for protocol, path in ENDPOINTS.items()}
-
-
 class ProviderTable:
     """Looks up the provider whose base URL a request falls under."""
 
@@ -76,9 +74,15 @@ class ProviderTable:
         return any(p.origin[1:] == (host.lower(), port) for p in self._ordered)
 
     def match(self, url: str) -> tuple[Provider, Protocol] | None:
-        """(provider, protocol) for an LLM endpoint URL under a known base URL."""
-        return next(((provider, _BY_PATH[rest]) for provider, rest in self.under(url)
-                     if rest in _BY_PATH), None)
+        """(provider, protocol) for an LLM endpoint URL under a known base URL
+        (a protocol recognised only on some hosts: there, or where configured)."""
+        for provider, rest in self.under(url):
+            protocol = by_path(rest)
+            hosts = SPECS[protocol].hosts if protocol is not None else ()
+            if protocol is not None and (hosts is None or provider.fixed is protocol
+                                         or provider.origin[1] in hosts):
+                return provider, protocol
+        return None
 
     def under(self, url: str) -> Iterator[tuple[Provider, str]]:
         """Each provider whose base URL `url` falls under, most specific first,

@@ -28,6 +28,7 @@ from switchback.protocols.usage import Usage
 from switchback.engine.delivery import Committed, deliver, first_bytes
 from switchback.engine.gate import Head, read_head
 from switchback.protocols.bridge import Bridge
+from switchback.protocols.spec import spec
 from switchback.protocols.sse import SseParser
 from switchback.recognise import recognise
 from switchback.vocabulary import Protocol
@@ -111,7 +112,7 @@ def test_a_passed_through_stream_is_byte_identical_however_it_is_cut(data, proto
 @given(data=st.data(), upstream=st.sampled_from([CHAT, RESPONSES]), points=cuts)
 def test_a_translated_stream_is_the_same_however_it_is_cut(data, upstream, points):
     stream = data.draw(upstream_streams(upstream))
-    client = upstream.other
+    client = spec(upstream).switch
     whole = asyncio.run(delivered([stream], client, upstream))
     assert asyncio.run(delivered(cut(stream, points), client, upstream)) == whole
     events = [line for line in whole.decode().splitlines() if line.startswith("data: {")]
@@ -186,7 +187,7 @@ def test_compressed_streams_arrive_byte_identical_through_the_engine(data, proto
             upstream = d.transport
             body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
                     **({"input": "x"} if protocol is RESPONSES else {"messages": []})}
-            call = recognise("POST", f"{server.base_url}{protocol.path}", [],
+            call = recognise("POST", f"{server.base_url}{spec(protocol).path}", [],
                              json.dumps(body).encode(), d.table)
             try:
                 result = await d.run(call)

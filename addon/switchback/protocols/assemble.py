@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..jsonsafe import loads
-from ..vocabulary import ENDPOINTS, Protocol
+from ..vocabulary import Protocol
 from .kinds import event_type, is_done
 from .sse import SseParser
 from .translate_request import text_of
-from .usage import Usage, answer_usage
+from .spec import SPECS, spec
+from .usage import Usage
 
 RULE = "──"
 
@@ -117,7 +118,7 @@ class ChatReader(Reader):
         return said
 
     def whole(self, answer: dict, into: Assembled) -> None:
-        into.model, into.usage = answer.get("model"), answer_usage(self.protocol, answer)
+        into.model, into.usage = answer.get("model"), spec(self.protocol).answer_usage(answer)
         choices = answer.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else {}
         message = choice.get("message") or {}
@@ -131,7 +132,7 @@ class ChatReader(Reader):
               calls: dict[Any, ToolCall]) -> None:
         into.model = into.model or payload.get("model")
         into.error = _error(payload) or into.error
-        into.usage = answer_usage(self.protocol, payload) or into.usage
+        into.usage = spec(self.protocol).answer_usage(payload) or into.usage
         for choice in payload.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # only the first choice is shown (as the translators carry it)
@@ -184,7 +185,7 @@ class ResponsesReader(Reader):
         return said
 
     def whole(self, answer: dict, into: Assembled) -> None:
-        into.model, into.usage = answer.get("model"), answer_usage(self.protocol, answer)
+        into.model, into.usage = answer.get("model"), spec(self.protocol).answer_usage(answer)
         into.error = _error({"error": answer.get("error")}) if answer.get("error") else None
         for item in answer.get("output") or ():
             self._item(item, into)
@@ -207,7 +208,7 @@ class ResponsesReader(Reader):
         elif isinstance(payload.get("response"), dict):  # created, …, completed, failed
             response = payload["response"]
             into.model = response.get("model") or into.model
-            into.usage = answer_usage(self.protocol, response) or into.usage
+            into.usage = spec(self.protocol).answer_usage(response) or into.usage
             if kind in ("response.completed", "response.incomplete", "response.failed"):
                 into.finish = _status(response)
                 if response.get("error"):
@@ -256,7 +257,7 @@ READERS: dict[Protocol, Reader] = {reader.protocol: reader
 def protocol_of(path: str) -> Protocol | None:
     """The protocol an endpoint path speaks (`…/v1/chat/completions`), if any."""
     path = path.partition("?")[0].rstrip("/")
-    return next((p for p, suffix in ENDPOINTS.items() if path.endswith(suffix)), None)
+    return next((p for p, s in SPECS.items() if path.endswith(s.path) and p in READERS), None)
 
 
 def is_stream(body: bytes) -> bool:

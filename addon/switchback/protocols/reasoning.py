@@ -13,7 +13,7 @@ candidate could not read. Pure.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,3 +101,27 @@ def reasoning_items(body: Mapping[str, Any]) -> int:
     if not isinstance(items, list):
         return 0
     return sum(1 for item in items if isinstance(item, dict) and item.get("type") == REASONING)
+
+
+def answer_marks(response: Any) -> list[str]:
+    """The marks of the sealed reasoning a Responses answer produced."""
+    output = response.get("output") if isinstance(response, dict) else None
+    return marks(output if isinstance(output, list) else [])
+
+
+@dataclass(frozen=True)
+class Seals:
+    """A protocol's content that only the account which produced it can read
+    (sealed reasoning, signed thinking): how it is found and left out."""
+
+    marks: Callable[[Mapping[str, Any]], list[str]]  # in a request, to look producers up
+    sift: Callable[[Mapping[str, Any], Mapping[str, str], str, bool], Sifted]
+    produced: Callable[[Any], list[str]]  # in a whole answer (or a stream's `final`)
+    count: Callable[[Mapping[str, Any]], int]  # in a request, dropped when translated
+    refused: Callable[[str], bool]  # an error's words: sealed content not this account's
+    noun: str  # what the trail calls one
+
+
+RESPONSES_SEALS = Seals(sealed_marks, sift, answer_marks, reasoning_items, refused_as_unreadable,
+                        "reasoning item")
+
