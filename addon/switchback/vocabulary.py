@@ -17,6 +17,7 @@ class Protocol(enum.StrEnum):
 
     CHAT = "chat"  # /chat/completions
     RESPONSES = "responses"  # /responses
+    MESSAGES = "messages"  # /messages, Anthropic's
 
 
 AUTO = "auto"  # a provider setting: probe, and switch when the endpoint is missing

@@ -29,7 +29,6 @@ from ..jsonsafe import loads
 from ..plan import Candidate, Plan, ahead, plan
 from ..protocols.bridge import Bridge
 from ..protocols.envelope import JSON_TYPE
-from ..protocols.reasoning import session_name
 from ..protocols.spec import spec
 from ..protocols.translators import UnknownResponseId
 from ..providers import Provider, ProviderTable
@@ -69,7 +68,7 @@ class Dispatcher:
         planned = self._plan(call)
         for note in planned.skipped:
             ctx.trail.note(note)
-        name = session_name(call.body)
+        name = spec(call.protocol).session(call.body)
         if name is not None:
             # A session goes back to the account that served its last turn.
             ctx.session = session_key(caller(call), name)

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..vocabulary import Protocol
+from . import messages
 from .envelope import Envelope, error_body
 from .kinds import Signal, chat_signal, classify, responses_signal
-from .reasoning import RESPONSES_SEALS, Seals
+from .reasoning import RESPONSES_SEALS, Seals, session_name
 from .shapers import ChatPassthrough, ResponsesPassthrough, StreamShaper
 from .sse import Event
-from .usage import (CHAT_TEXT, CHAT_USAGE_ASK, RESPONSES_TEXT, StreamUsage, Usage, UsageAsk,
+from .usage import (CHAT_TEXT, CHAT_USAGE_ASK, MESSAGES_TEXT, RESPONSES_TEXT, StreamUsage, Usage, UsageAsk,
                     UsageReader, answer_usage, body_usage, chat_stream_usage, chat_usage,
                     responses_stream_usage, responses_usage)
 
@@ -49,6 +50,7 @@ class Spec:
     ask_usage: UsageAsk | None = None  # streams report usage only when asked
     seals: Seals | None = None  # content only its producer's account can read
     conversations: bool = False  # answers have ids a later call continues
+    session: Callable[[Mapping[str, Any]], str | None] = session_name  # the session a call names
 
     def classify(self, event: Event) -> Signal:
         """Read one event at the head of a stream of this protocol."""
@@ -71,6 +73,12 @@ SPECS: Mapping[Protocol, Spec] = {spec.protocol: spec for spec in (
          responses_usage, responses_stream_usage, RESPONSES_TEXT, error_body,
          describing=frozenset({"openai-beta"}), switch=Protocol.CHAT, seals=RESPONSES_SEALS,
          conversations=True),
+    Spec(Protocol.MESSAGES, "/messages", messages.signal, messages.MessagesPassthrough,
+         messages.usage, messages.stream_usage, MESSAGES_TEXT, messages.error_body,
+         credential=messages.credential,
+         describing=frozenset({"anthropic-version", "anthropic-beta"}),
+         defaults=(("anthropic-version", messages.VERSION),), hosts=("api.anthropic.com",),
+         seals=messages.SEALS, session=messages.session),
 )}
 
 

@@ -1,9 +1,10 @@
 """What one call used, read from the provider's answer in its own protocol.
 
 Token counts follow OpenAI's convention in every protocol: `input` counts
-every input token and `cached` the part of it read from the provider's
-cache; `output` counts every output token and `reasoning` the part of it
-spent thinking. Each protocol's reader is named in its `spec`. Pure.
+every input token, `cached` the part of it read from the provider's cache
+and `cache_write` the part written to it (Messages bills those apart);
+`output` counts every output token and `reasoning` the part of it spent
+thinking. Each protocol's reader is named in its `spec`. Pure.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Usage:
     reasoning: int = 0  # of output
     estimated: bool = False  # counted by Switchback, not reported by the provider
     model: str | None = None  # as the provider named it in its answer
+    cache_write: int = 0  # of input: written to the provider's cache
 
     @property
     def total(self) -> int:
@@ -37,12 +39,12 @@ class Usage:
     def kinds(self) -> tuple[tuple[str, int], ...]:
         """(kind, tokens) for the tokens metric."""
         return (("input", self.input), ("output", self.output), ("cached", self.cached),
-                ("reasoning", self.reasoning))
+                ("reasoning", self.reasoning), ("cache_write", self.cache_write))
 
     def text(self) -> str:
         """How a log line or a flow comment shows it."""
-        extra = [f"{n} {k}" for k, n in (("cached", self.cached), ("reasoning", self.reasoning))
-                 if n]
+        extra = [f"{n} {k}" for k, n in (("cached", self.cached), ("cache write", self.cache_write),
+                                         ("reasoning", self.reasoning)) if n]
         shown = f"{self.input} in, {self.output} out" + (f" ({', '.join(extra)})" if extra else "")
         return f"~{shown}" if self.estimated else shown
 
@@ -138,6 +140,7 @@ STRING = rb'"([^"\\]*+(?:\\.[^"\\]*+)*+)"'
 CHAT_TEXT = re.compile(rb'"(?:content|arguments|refusal|reasoning_content|reasoning)"'
                        rb'\s*:\s*' + STRING)  # deltas, tool arguments, refusals, reasoning
 RESPONSES_TEXT = re.compile(rb'"delta"\s*:\s*' + STRING)
+MESSAGES_TEXT = re.compile(rb'"(?:text|partial_json|thinking)"\s*:\s*' + STRING)
 
 
 def tokens_of_bytes(size: int) -> int:
