@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .kinds import Signal, event_type
-from .reasoning import Seals, Sifted
+from .reasoning import Seals, Sifted, sift_items
 from .sse import Event, encode
 from .usage import Usage, answer_usage, count
 
@@ -243,18 +243,9 @@ def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
         if not isinstance(content, list):
             kept_messages.append(message)
             continue
-        kept: list[Any] = []
-        for block in content:
-            found = mark(block)
-            producer = producers.get(found) if found is not None else None
-            if found is None or producer == to:
-                kept.append(block)
-            elif producer is None and keep_unknown:
-                unknown += 1
-                kept.append(block)
-            else:
-                left_out += 1
-        if len(kept) == len(content):
+        kept, out, kept_unknown = sift_items(content, producers, to, keep_unknown, mark)
+        left_out, unknown = left_out + out, unknown + kept_unknown
+        if not out:
             kept_messages.append(message)
         elif kept:
             kept_messages.append({**message, "content": kept})

@@ -45,19 +45,16 @@ class Sifted:
     unknown: int  # sealed items whose producer Switchback does not know (sent as they are)
 
 
-def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
-         keep_unknown: bool = True) -> Sifted:
-    """`body` for candidate `to`: sealed reasoning items that another
-    candidate produced are left out of `input`; items whose producer is not
-    known go as sent (`keep_unknown`), or are left out too (after a refusal).
-    `producers` maps the marks Switchback knows to their producers."""
-    items = body.get("input")
-    if not isinstance(items, list):
-        return Sifted(dict(body), 0, 0)
+def sift_items(items: list[Any], producers: Mapping[str, str], to: str, keep_unknown: bool,
+               mark_of: Callable[[Any], str | None]) -> tuple[list[Any], int, int]:
+    """`items` for candidate `to`, with how many were left out and how many
+    of unknown producer kept: a sealed item (one `mark_of` marks) another
+    candidate produced is left out; one whose producer is not known goes as
+    sent (`keep_unknown`), or is left out too (after a refusal)."""
     kept: list[Any] = []
     left_out = unknown = 0
     for item in items:
-        found = mark(item)
+        found = mark_of(item)
         producer = producers.get(found) if found is not None else None
         if found is None or producer == to:
             kept.append(item)
@@ -66,6 +63,17 @@ def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
             kept.append(item)
         else:
             left_out += 1
+    return kept, left_out, unknown
+
+
+def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
+         keep_unknown: bool = True) -> Sifted:
+    """`body` for candidate `to`: its `input` sifted (`sift_items`).
+    `producers` maps the marks Switchback knows to their producers."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return Sifted(dict(body), 0, 0)
+    kept, left_out, unknown = sift_items(items, producers, to, keep_unknown, mark)
     if not left_out:
         return Sifted(dict(body), 0, unknown)
     return Sifted({**body, "input": kept}, left_out, unknown)
