@@ -63,8 +63,13 @@ class Candidate:
 def endpoints(call: LlmCall, provider: Provider, protocol: Protocol) -> tuple[str, str]:
     """Where `protocol`, and the one it switches to, live on `provider` (the
     same URL twice when it switches to none). On the provider the client
-    addressed: its own URL (query string included), the endpoint swapped."""
+    addressed: its own URL (query string included), the endpoint swapped. A
+    call that only counts tokens goes to the counting endpoint, never switched."""
     other = spec(protocol).switch or protocol
+    if call.counting:
+        url = call.url if provider.name == call.provider.name \
+            else provider.base_url + str(spec(protocol).count_path)
+        return url, url
     if provider.name != call.provider.name:
         return provider.base_url + spec(protocol).path, provider.base_url + spec(other).path
     if protocol is call.protocol:
@@ -99,7 +104,8 @@ def plan(call: LlmCall, config: Config, table: ProviderTable,
               for t in (config.fallbacks_for(call.model) if targets is None else targets)]
     for provider, model in steps:
         protocol = provider.fixed or remembered(provider, model) or call.protocol
-        if protocol is not call.protocol and translator(call.protocol, protocol) is None:
+        if protocol is not call.protocol and (call.counting
+                                              or translator(call.protocol, protocol) is None):
             skipped.append(f"{provider.name} skipped (speaks {protocol}: no translation "
                            f"from {call.protocol})")
             continue

@@ -58,6 +58,16 @@ BUILTIN: Mapping[str, Provider] = {
     )
 }
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a request goes: a provider, the protocol it speaks there, and
+    whether it only counts tokens (Messages' `count_tokens`)."""
+
+    provider: Provider
+    protocol: Protocol
+    counting: bool = False
+
+
 class ProviderTable:
     """Looks up the provider whose base URL a request falls under."""
 
@@ -73,15 +83,17 @@ class ProviderTable:
         """True when some provider's base URL is on this host and port."""
         return any(p.origin[1:] == (host.lower(), port) for p in self._ordered)
 
-    def match(self, url: str) -> tuple[Provider, Protocol] | None:
-        """(provider, protocol) for an LLM endpoint URL under a known base URL
-        (a protocol recognised only on some hosts: there, or where configured)."""
+    def match(self, url: str) -> Endpoint | None:
+        """The LLM endpoint a URL under a known base URL is (a protocol
+        recognised only on some hosts: there, or where configured)."""
         for provider, rest in self.under(url):
-            protocol = by_path(rest)
-            hosts = SPECS[protocol].hosts if protocol is not None else ()
-            if protocol is not None and (hosts is None or provider.fixed is protocol
-                                         or provider.origin[1] in hosts):
-                return provider, protocol
+            found = by_path(rest)
+            if found is None:
+                continue
+            protocol, counting = found
+            hosts = SPECS[protocol].hosts
+            if hosts is None or provider.fixed is protocol or provider.origin[1] in hosts:
+                return Endpoint(provider, protocol, counting)
         return None
 
     def under(self, url: str) -> Iterator[tuple[Provider, str]]:

@@ -4,9 +4,11 @@ addressed provider, with two keys, and a Messages-compatible fallback.
 
 A 429 on key 1 is served by key 2; a 529 and an overloaded_error event
 before content are served by the fallback with nothing of them reaching
-the client; a tool-use round trip streams byte for byte; thinking key 1
-signed is not sent to key 2; a stream broken after commit ends in an error
-the SDK raises; usage and cost reach the log line, /status and metrics."""
+the client; a tool-use round trip streams byte for byte, also when the
+network coalesces, splits and compresses it; thinking key 1 signed is not
+sent to key 2; a stream broken after commit ends in an error the SDK
+raises; usage and cost reach the log line, /status and metrics;
+count_tokens goes to a configured key and costs nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import urllib.request
 import anthropic
 import pytest
 
-from support.fakemessages import (MESSAGES, OVERLOADED, RATE_LIMITED, message_events,
+from support.fakemessages import (COUNT, MESSAGES, OVERLOADED, RATE_LIMITED, message_events,
                                   signed_for)
 from support.fakeprovider import Reply, sse_bytes
 
@@ -42,7 +44,7 @@ SESSION = {"user_id": "user_abc_account__session_42"}  # as Claude Code names it
 
 @pytest.fixture
 def setup(shared):
-    primary = shared.fake("anthropic", paths=(MESSAGES,))
+    primary = shared.fake("anthropic", paths=(MESSAGES, COUNT))
     backup = shared.fake("compat", paths=(MESSAGES,))
     running = shared.proxy(config(primary.base_url, backup.base_url))
     client = anthropic.Anthropic(base_url=primary.base_url.removesuffix("/v1"),
@@ -201,3 +203,29 @@ def test_usage_and_cost_reach_the_log_line_status_and_metrics(setup):
     counters = json.loads(get(running.status_port, "/status"))["counters"]
     assert counters["switchback_tokens"] - counted["switchback_tokens"] == 20
     assert counters["switchback_cost_usd"] - counted["switchback_cost_usd"] == pytest.approx(16.2)
+
+
+def test_a_stream_the_network_coalesces_splits_and_compresses_arrives_byte_for_byte(setup):
+    primary, backup, running, client = setup
+    stream = sse_bytes(message_events(MODEL, "", signed_for(ONE), "get_weather"))
+    # Several events in one write, then one event over many writes, gzip-flushed per write.
+    cuts = [0, 700, *range(701, 760, 7), len(stream)]
+    pieces = [stream[a:b] for a, b in zip(cuts, cuts[1:])]
+    primary.script(Reply(raw=pieces, encoding="gzip"))
+    assert raw_stream(running, primary, ask()) == stream
+
+
+def test_count_tokens_goes_to_a_configured_key_and_costs_nothing(setup):
+    primary, backup, running, client = setup
+    before = samples(running.status_port)
+    primary.script(Reply(status=429, headers={"retry-after": "20"}, body=RATE_LIMITED))
+    counted = client.messages.count_tokens(model=MODEL, messages=[{"role": "user",
+                                                                   "content": "hi"}])
+    assert counted.input_tokens >= 1
+    assert [(seen.path, seen.key) for seen in primary.seen] == [
+        ("/v1/messages/count_tokens", ONE), ("/v1/messages/count_tokens", TWO)]
+    line = running.log_line(f"messages {MODEL} count_tokens")
+    assert "ok via anthropic" in line and " tokens" not in line, line
+    after = samples(running.status_port)
+    assert {k: v for k, v in after.items() if k.startswith("switchback_tokens_total")} == \
+        {k: v for k, v in before.items() if k.startswith("switchback_tokens_total")}

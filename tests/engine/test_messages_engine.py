@@ -200,3 +200,17 @@ def test_an_error_event_alone_is_not_a_stream_the_client_sees():
     transport = ScriptedTransport(ScriptedReply(200, [sse(OVERLOADED)]), stream("ok"))
     result, got = run(transport)
     assert b"overloaded" not in got and result.outcome is CallOutcome.OK
+
+
+def test_count_tokens_goes_to_a_configured_key_and_fails_over_like_a_call():
+    d = wire(CONFIG, Clock(), transport := ScriptedTransport(
+        error(429, RATE_LIMITED, **{"retry-after": "30"}),
+        ScriptedReply(200, [b'{"input_tokens": 12}'], "application/json")))
+    call = recognise("POST", f"{BASE}/messages/count_tokens?beta=true", HEADERS,
+                     json.dumps({"model": "claude-x", "messages": [
+                         {"role": "user", "content": "hi"}]}).encode(), d.table)
+    assert call is not None and call.counting
+    result = asyncio.run(d.run(call))
+    assert result.delivery.body == b'{"input_tokens": 12}' and result.usage is None
+    assert [url for url, _, _ in transport.sent] == [f"{BASE}/messages/count_tokens?beta=true"] * 2
+    assert sent_keys(transport) == [ONE, TWO]

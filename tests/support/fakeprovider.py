@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from . import fakemessages
-from .fakemessages import MESSAGES
+from .fakemessages import COUNT, MESSAGES
 from .threaded import ServedInThread
 from .tlsca import ServerCert
 
@@ -419,6 +419,9 @@ class FakeProvider(ServedInThread):
                 key = fake.seen[-1].key
                 if path.endswith(MESSAGES):
                     return self._messages(body, key, reply)
+                if path.endswith(COUNT):
+                    return self._send(reply.status, reply.body if reply.body is not None
+                                      else fakemessages.counted(body), reply.headers)
                 if path.endswith(RESPONSES) and (refusal := fake._account_check(body, key)):
                     return self._send(*refusal)
                 rid = f"resp_{fake.name}_{len(fake.seen)}"

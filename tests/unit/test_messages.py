@@ -192,7 +192,6 @@ RECOGNISED = [
     ("https://api.anthropic.com/v1/messages", MESSAGES),
     ("https://api.anthropic.com/v1/messages?beta=true", MESSAGES),
     ("https://compat.example/anthropic/v1/messages", MESSAGES),
-    ("https://api.anthropic.com/v1/messages/count_tokens", None),
     ("https://api.openai.com/v1/messages", None),  # not a Messages provider
     ("https://chatty.example/v1/messages", None),
     ("https://api.anthropic.com/v1/chat/completions", Protocol.CHAT),
@@ -203,6 +202,21 @@ RECOGNISED = [
 def test_messages_is_recognised_on_anthropics_host_and_where_configured(url, protocol):
     _, _, call = call_to(url)
     assert (call.protocol if call else None) is protocol
+    assert call is None or not call.counting
+
+
+@pytest.mark.parametrize("url", ["https://api.anthropic.com/v1/messages/count_tokens?beta=true",
+                                 "https://compat.example/anthropic/v1/messages/count_tokens"])
+def test_count_tokens_is_a_counting_messages_call_planned_on_messages_providers(url):
+    config, table, call = call_to(url)
+    assert call.protocol is MESSAGES and call.counting and not call.stream
+    planned = plan(call, config, table)
+    urls = {c.provider.name: c.url for c in planned.candidates}
+    assert urls["compat"] == "https://compat.example/anthropic/v1/messages/count_tokens"
+    if "anthropic" in urls:
+        assert urls["anthropic"] == url  # the client's own URL, query string kept
+    assert not any(c.can_switch for c in planned.candidates)
+    assert planned.skipped == ("chatty skipped (speaks chat: no translation from messages)",)
 
 
 def test_a_messages_call_plans_its_keys_then_messages_fallbacks_and_never_switches():

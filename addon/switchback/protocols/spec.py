@@ -51,6 +51,7 @@ class Spec:
     seals: Seals | None = None  # content only its producer's account can read
     conversations: bool = False  # answers have ids a later call continues
     session: Callable[[Mapping[str, Any]], str | None] = session_name  # the session a call names
+    count_path: str | None = None  # an endpoint counting a call's input tokens, making none
 
     def classify(self, event: Event) -> Signal:
         """Read one event at the head of a stream of this protocol."""
@@ -78,7 +79,7 @@ SPECS: Mapping[Protocol, Spec] = {spec.protocol: spec for spec in (
          credential=messages.credential,
          describing=frozenset({"anthropic-version", "anthropic-beta"}),
          defaults=(("anthropic-version", messages.VERSION),), hosts=("api.anthropic.com",),
-         seals=messages.SEALS, session=messages.session),
+         seals=messages.SEALS, session=messages.session, count_path="/messages/count_tokens"),
 )}
 
 
@@ -86,6 +87,8 @@ def spec(protocol: Protocol) -> Spec:
     return SPECS[protocol]
 
 
-def by_path(rest: str) -> Protocol | None:
-    """The protocol whose endpoint `rest` (a path under a base URL) is."""
-    return next((p for p, s in SPECS.items() if s.path == rest), None)
+def by_path(rest: str) -> tuple[Protocol, bool] | None:
+    """The protocol whose endpoint `rest` (a path under a base URL) is, and
+    whether it is the one that only counts tokens."""
+    return next(((p, rest == s.count_path) for p, s in SPECS.items()
+                 if rest in (s.path, s.count_path)), None)
