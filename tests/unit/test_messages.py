@@ -108,7 +108,8 @@ def test_passthrough_ends_a_broken_stream_with_an_error_event():
 
 def test_an_upstream_error_event_after_content_is_the_streams_end():
     shaper = messages.MessagesPassthrough()
-    for e in [*stream_events("hi there")[:5], event("event: error\ndata: " + json.dumps(OVERLOADED))]:
+    overloaded = event("event: error\ndata: " + json.dumps(OVERLOADED))
+    for e in [*stream_events("hi there")[:5], overloaded]:
         shaper.feed(e)
     assert shaper.finish() == b""
 
@@ -265,7 +266,8 @@ VERDICTS = [
     (Outcome(529, body=json.dumps(OVERLOADED).encode()), Action.NEXT_PROVIDER, Reason.OVERLOADED,
      Scope.MODEL),
     (Outcome(200, body=json.dumps(OVERLOADED).encode(),
-             failure=FailureKind.ERROR_EVENT), Action.NEXT_PROVIDER, Reason.OVERLOADED, Scope.MODEL),
+             failure=FailureKind.ERROR_EVENT),
+     Action.NEXT_PROVIDER, Reason.OVERLOADED, Scope.MODEL),
     (Outcome(429, {"retry-after": "7"}, json.dumps(RATE_LIMITED).encode()), Action.NEXT_KEY,
      Reason.RATE_LIMIT, Scope.KEY_MODEL),
     (Outcome(429, {"anthropic-ratelimit-unified-status": "rejected",

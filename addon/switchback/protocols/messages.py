@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .kinds import Signal, event_type
 from .reasoning import Seals, Sifted, sift_items
 from .sse import Event, encode
-from .usage import Usage, answer_usage, count
+from .usage import STRING, Usage, answer_usage, count
 
 VERSION = "2023-06-01"  # anthropic-version: required; sent when the client did not say
 OAUTH_PREFIX = "sk-ant-oat"  # a subscription login's token: sent as a Bearer token
@@ -29,6 +30,8 @@ ERROR_TYPES = frozenset({"invalid_request_error", "authentication_error", "permi
                          "overloaded_error", "billing_error"})
 _KINDS = {"server_error": "api_error", "insufficient_quota": "billing_error"}
 THINKING = ("thinking", "redacted_thinking")
+# The answer's own text in an event, for an estimate: text, tool input, thinking.
+TEXT = re.compile(rb'"(?:text|partial_json|thinking)"\s*:\s*' + STRING)
 # Bytes of the events the pass-through shaper must read (the rest it forwards unread).
 _TRACKED = (b"message_stop", b"stop_reason", b"error", b"signature_delta", b"redacted_thinking")
 

@@ -24,9 +24,10 @@ from .kinds import Signal, chat_signal, classify, responses_signal
 from .reasoning import RESPONSES_SEALS, Seals, session_name
 from .shapers import ChatPassthrough, ResponsesPassthrough, StreamShaper
 from .sse import Event
-from .usage import (CHAT_TEXT, CHAT_USAGE_ASK, MESSAGES_TEXT, RESPONSES_TEXT, StreamUsage, Usage, UsageAsk,
+from .usage import (CHAT_TEXT, CHAT_USAGE_ASK, RESPONSES_TEXT, StreamUsage, Usage, UsageAsk,
                     UsageReader, answer_usage, body_usage, chat_stream_usage, chat_usage,
                     responses_stream_usage, responses_usage)
+
 
 def bearer(key: str) -> tuple[str, str]:
     return "authorization", f"Bearer {key}"
@@ -34,6 +35,8 @@ def bearer(key: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Spec:
+    """One protocol, as the engine asks about it."""
+
     protocol: Protocol
     path: str  # the endpoint under a provider's base URL
     head: Callable[[Event], Signal]  # one event with data at the head of a stream
@@ -46,7 +49,7 @@ class Spec:
     describing: frozenset[str] = frozenset()  # request headers any upstream of it may get
     defaults: tuple[tuple[str, str], ...] = ()  # request headers it needs, when not sent
     switch: Protocol | None = None  # tried on the same provider when the endpoint is missing
-    hosts: tuple[str, ...] | None = None  # recognised only there, or where configured; None: anywhere
+    hosts: tuple[str, ...] | None = None  # recognised there or where configured (None: anywhere)
     ask_usage: UsageAsk | None = None  # streams report usage only when asked
     seals: Seals | None = None  # content only its producer's account can read
     conversations: bool = False  # answers have ids a later call continues
@@ -75,7 +78,7 @@ SPECS: Mapping[Protocol, Spec] = {spec.protocol: spec for spec in (
          describing=frozenset({"openai-beta"}), switch=Protocol.CHAT, seals=RESPONSES_SEALS,
          conversations=True),
     Spec(Protocol.MESSAGES, "/messages", messages.signal, messages.MessagesPassthrough,
-         messages.usage, messages.stream_usage, MESSAGES_TEXT, messages.error_body,
+         messages.usage, messages.stream_usage, messages.TEXT, messages.error_body,
          credential=messages.credential,
          describing=frozenset({"anthropic-version", "anthropic-beta"}),
          defaults=(("anthropic-version", messages.VERSION),), hosts=("api.anthropic.com",),

@@ -140,7 +140,6 @@ STRING = rb'"([^"\\]*+(?:\\.[^"\\]*+)*+)"'
 CHAT_TEXT = re.compile(rb'"(?:content|arguments|refusal|reasoning_content|reasoning)"'
                        rb'\s*:\s*' + STRING)  # deltas, tool arguments, refusals, reasoning
 RESPONSES_TEXT = re.compile(rb'"delta"\s*:\s*' + STRING)
-MESSAGES_TEXT = re.compile(rb'"(?:text|partial_json|thinking)"\s*:\s*' + STRING)
 
 
 def tokens_of_bytes(size: int) -> int:
