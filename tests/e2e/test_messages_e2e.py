@@ -148,6 +148,8 @@ def test_thinking_key_one_signed_is_not_sent_to_key_two(setup):
     assert (to_one.key, to_two.key) == (ONE, TWO)
     assert [b["type"] for b in to_one.body["messages"][1]["content"]] == ["thinking", "tool_use"]
     assert [b["type"] for b in to_two.body["messages"][1]["content"]] == ["tool_use"]
+    # The API wants the last turn to open with its thinking: key two thinks no more.
+    assert "thinking" in to_one.body and "thinking" not in to_two.body
     assert "left out 1 thinking block(s)" in running.log_line("left out")
 
 

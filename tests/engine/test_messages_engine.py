@@ -164,8 +164,11 @@ def test_thinking_from_key_one_is_not_sent_to_key_two():
     assert to_one["messages"][1]["content"][0]["type"] == "thinking"
     assert to_two["messages"][1]["content"] == [
         {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]
+    assert "thinking" in to_one and "thinking" not in to_two  # its last turn's thinking is gone
     assert sent_keys(transport)[1:] == [ONE, TWO]
     assert "left out 1 thinking block(s) only their producer can read" in result.trail.notes
+    assert "thinking turned off: the last turn's thinking is another account's" \
+        in result.trail.notes
 
 
 def test_thinking_of_unknown_producer_refused_is_sent_again_without():

@@ -53,8 +53,24 @@ def tool_name(body: dict) -> str | None:
 
 
 def refusal(body: dict, key: str | None) -> tuple[int, dict] | None:
-    """What Anthropic refuses across accounts: thinking another key signed."""
-    for number, message in enumerate(body.get("messages") or ()):
+    """What Anthropic refuses across accounts — thinking another key signed —
+    and around thinking: with it on, the final assistant turn must open with
+    its thinking; with it off, that turn may hold none."""
+    messages = body.get("messages") or []
+    assistant = [n for n, m in enumerate(messages) if m.get("role") == "assistant"]
+    final = messages[assistant[-1]].get("content") if assistant else None
+    if isinstance(final, list) and final:
+        thinking = [b.get("type") in ("thinking", "redacted_thinking") for b in final]
+        if wants_thinking(body) and not thinking[0]:
+            return 400, error_body("invalid_request_error", (
+                f"messages.{assistant[-1]}.content.0.type: Expected `thinking` or "
+                "`redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final "
+                "`assistant` message must start with a thinking block"))
+        if not wants_thinking(body) and any(thinking):
+            return 400, error_body("invalid_request_error", (
+                f"messages.{assistant[-1]}.content.0: When thinking is disabled, an "
+                "`assistant` message in the final position cannot contain `thinking`."))
+    for number, message in enumerate(messages):
         content = message.get("content") if isinstance(message, dict) else None
         for index, block in enumerate(content if isinstance(content, list) else ()):
             if isinstance(block, dict) and block.get("type") == "thinking" \

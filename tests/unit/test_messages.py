@@ -341,6 +341,33 @@ def test_thinking_another_account_signed_is_left_out():
     assert body["messages"][1]["content"] == [SIGNED, REDACTED, TOOL_USE]  # not changed
 
 
+def test_losing_the_last_turns_thinking_turns_thinking_off():
+    body = {**conversation(SIGNED, TOOL_USE), "thinking": {"type": "enabled", "budget_tokens": 9},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}}
+    sifted = messages.sift(body, {messages.mark(SIGNED): "a"}, "b")
+    assert "thinking" not in sifted.body and "context_management" not in sifted.body
+    assert sifted.also == "thinking turned off: the last turn's thinking is another account's"
+    other_edits = {**body, "context_management": {"edits": [
+        {"type": "clear_thinking_20251015"}, {"type": "clear_tool_uses_20250919"}]}}
+    assert messages.sift(other_edits, {messages.mark(SIGNED): "a"}, "b").body[
+        "context_management"] == {"edits": [{"type": "clear_tool_uses_20250919"}]}
+    own = messages.sift(body, {messages.mark(SIGNED): "b"}, "b")
+    assert own.body == body and not own.also
+
+
+def test_thinking_left_out_of_an_earlier_turn_keeps_thinking_on():
+    body = {"model": "m", "max_tokens": 9, "thinking": {"type": "adaptive"}, "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [SIGNED, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "x", "signature": signed_for("k2")}, TOOL_USE]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": "ok"}]}]}
+    sifted = messages.sift(body, {messages.mark(SIGNED): "a"}, "b")
+    assert sifted.left_out == 1 and sifted.body["thinking"] == {"type": "adaptive"}
+
+
 def test_thinking_of_unknown_producer_goes_until_refused():
     body = conversation(SIGNED, TOOL_USE)
     assert messages.sift(body, {}, "x").unknown == 1

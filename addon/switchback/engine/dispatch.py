@@ -337,6 +337,8 @@ class Dispatcher:
         sifted = seals.sift(request, producers, candidate.owner, not unsealed)
         if not unsealed:
             ctx.sent_unknown = tuple(m for m in found if m not in producers)
+        if sifted.also:
+            ctx.trail.note(sifted.also)
         return sifted.body, sifted.left_out
 
     async def _judged(self, ctx: CallContext, candidate: Candidate, record: AttemptRecord,

@@ -254,7 +254,47 @@ def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
             kept_messages.append({**message, "content": kept})
     if not left_out:
         return Sifted(dict(body), 0, unknown)
-    return Sifted({**body, "messages": kept_messages}, left_out, unknown)
+    sifted = {**body, "messages": kept_messages}
+    if thinking_on(body) and _opens_with_thinking(messages) \
+            and not _opens_with_thinking(kept_messages):
+        # With thinking on, the API wants the final assistant turn (the one
+        # before the latest tool results) to open with its thinking; that
+        # thinking is another account's, so this attempt thinks no more.
+        return Sifted(without_thinking(sifted), left_out, unknown,
+                      "thinking turned off: the last turn's thinking is another account's")
+    return Sifted(sifted, left_out, unknown)
+
+
+def thinking_on(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _opens_with_thinking(messages: list[Any]) -> bool:
+    """Whether the final assistant turn opens with a thinking block."""
+    final = next((m for m in reversed(messages)
+                  if isinstance(m, dict) and m.get("role") == "assistant"), None)
+    content = final.get("content") if final is not None else None
+    return isinstance(content, list) and bool(content) and isinstance(content[0], dict) \
+        and content[0].get("type") in THINKING
+
+
+def without_thinking(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with thinking off, and with the context edits that need it on
+    (Claude Code's `clear_thinking_…`) left out."""
+    out = {k: v for k, v in body.items() if k != "thinking"}
+    management = body.get("context_management")
+    edits = management.get("edits") if isinstance(management, dict) else None
+    if isinstance(edits, list):
+        kept = [e for e in edits if not (isinstance(e, dict) and str(e.get("type", ""))
+                                         .startswith("clear_thinking"))]
+        if kept:
+            out["context_management"] = {**management, "edits": kept}
+        elif len(management) == 1:
+            del out["context_management"]
+        else:
+            out["context_management"] = {k: v for k, v in management.items() if k != "edits"}
+    return out
 
 
 def refused_as_unreadable(text: str) -> bool:

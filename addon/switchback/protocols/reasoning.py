@@ -43,6 +43,7 @@ class Sifted:
     body: dict[str, Any]
     left_out: int  # sealed items produced elsewhere
     unknown: int  # sealed items whose producer Switchback does not know (sent as they are)
+    also: str = ""  # what else leaving them out changed in the request, for the trail
 
 
 def sift_items(items: list[Any], producers: Mapping[str, str], to: str, keep_unknown: bool,
