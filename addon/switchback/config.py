@@ -292,11 +292,12 @@ class _Reader:
         return SharedState(url, prefix) if usable and isinstance(prefix, str) else None
 
     def pricing(self, raw: Any) -> dict[str, Price]:
-        """`pricing: {model: {input: 0.15, output: 0.60, cached_input: 0.075}}`, USD per million."""
+        """`pricing: {model: {input: 0.15, output: 0.60, cached_input: 0.075,
+        cache_write: 0.1875}}`, USD per million."""
         prices = {}
         for model, entry in self.mapping(raw, "pricing").items():
             key = f"pricing.{model}"
-            entry = self.mapping(entry, key, ("input", "output", "cached_input"))
+            entry = self.mapping(entry, key, ("input", "output", "cached_input", "cache_write"))
             rates = {}
             for name, value in entry.items():
                 if not finite(value) or value < 0:

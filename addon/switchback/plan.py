@@ -5,7 +5,8 @@ credentials), then the configured fallbacks with the model rewritten. The
 client's credentials are only ever paired with the origin the client
 addressed; a fallback elsewhere needs a configured key or is skipped. Each
 candidate knows both protocols' URLs, so switching protocol on a missing
-endpoint needs no second plan.
+endpoint needs no second plan; a provider that speaks a protocol the call
+cannot be translated to is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config, Target
+from .protocols.spec import spec
+from .protocols.translators import translator
 from .providers import Provider, ProviderTable
 from .recognise import LlmCall, fingerprint
 from .vocabulary import Protocol
@@ -46,24 +49,33 @@ class Candidate:
 
     @property
     def can_switch(self) -> bool:
-        """A provider configured to speak one protocol is never probed."""
-        return self.provider.fixed is None
+        """A provider configured to speak one protocol is never probed, nor
+        one whose protocol has none to switch to."""
+        return self.provider.fixed is None and spec(self.protocol).switch is not None
 
     def switched(self) -> Candidate:
-        """The same provider, key and model in the other protocol."""
-        return replace(self, protocol=self.protocol.other, url=self.other_url,
-                       other_url=self.url)
+        """The same provider, key and model in the protocol switched to."""
+        other = spec(self.protocol).switch
+        assert other is not None, "only a candidate that can_switch is switched"
+        return replace(self, protocol=other, url=self.other_url, other_url=self.url)
 
 
 def endpoints(call: LlmCall, provider: Provider, protocol: Protocol) -> tuple[str, str]:
-    """Where `protocol`, and the other one, live on `provider`. On the provider
-    the client addressed: its own URL (query string included), the endpoint
-    swapped for the other."""
+    """Where `protocol`, and the one it switches to, live on `provider` (the
+    same URL twice when it switches to none). On the provider the client
+    addressed: its own URL (query string included), the endpoint swapped. A
+    call that only counts tokens goes to the counting endpoint, never switched."""
+    other = spec(protocol).switch or protocol
+    if call.counting:
+        url = call.url if provider.name == call.provider.name \
+            else provider.base_url + str(spec(protocol).count_path)
+        return url, url
     if provider.name != call.provider.name:
-        return provider.base_url + protocol.path, provider.base_url + protocol.other.path
+        return provider.base_url + spec(protocol).path, provider.base_url + spec(other).path
     if protocol is call.protocol:
-        return call.url, _swap(call.url, provider.path + protocol.other.path)
-    return _swap(call.url, provider.path + protocol.path), call.url
+        return call.url, _swap(call.url, provider.path + spec(other).path)
+    return _swap(call.url, provider.path + spec(protocol).path), \
+        call.url if other is call.protocol else _swap(call.url, provider.path + spec(other).path)
 
 
 def _swap(url: str, path: str) -> str:
@@ -92,6 +104,11 @@ def plan(call: LlmCall, config: Config, table: ProviderTable,
               for t in (config.fallbacks_for(call.model) if targets is None else targets)]
     for provider, model in steps:
         protocol = provider.fixed or remembered(provider, model) or call.protocol
+        if protocol is not call.protocol and (call.counting
+                                              or translator(call.protocol, protocol) is None):
+            skipped.append(f"{provider.name} skipped (speaks {protocol}: no translation "
+                           f"from {call.protocol})")
+            continue
         url, other_url = endpoints(call, provider, protocol)
         if provider.keys:
             for key in key_order(provider, provider.keys):

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from .vocabulary import AUTO, ENDPOINTS, Protocol, Rescue
+from .protocols.spec import SPECS, by_path
+from .vocabulary import AUTO, Protocol, Rescue
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,14 @@ BUILTIN: Mapping[str, Provider] = {
     )
 }
 
-_BY_PATH = {path: protocol for protocol, path in ENDPOINTS.items()}
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a request goes: a provider, the protocol it speaks there, and
+    whether it only counts tokens (Messages' `count_tokens`)."""
+
+    provider: Provider
+    protocol: Protocol
+    counting: bool = False
 
 
 class ProviderTable:
@@ -85,10 +93,18 @@ class ProviderTable:
         """True when some provider's base URL is on this host and port."""
         return any(p.origin[1:] == (host.lower(), port) for p in self._ordered)
 
-    def match(self, url: str) -> tuple[Provider, Protocol] | None:
-        """(provider, protocol) for an LLM endpoint URL under a known base URL."""
-        return next(((provider, _BY_PATH[rest]) for provider, rest in self.under(url)
-                     if rest in _BY_PATH), None)
+    def match(self, url: str) -> Endpoint | None:
+        """The LLM endpoint a URL under a known base URL is (a protocol
+        recognised only on some hosts: there, or where configured)."""
+        for provider, rest in self.under(url):
+            found = by_path(rest)
+            if found is None:
+                continue
+            protocol, counting = found
+            hosts = SPECS[protocol].hosts
+            if hosts is None or provider.fixed is protocol or provider.origin[1] in hosts:
+                return Endpoint(provider, protocol, counting)
+        return None
 
     def under(self, url: str) -> Iterator[tuple[Provider, str]]:
         """Each provider whose base URL `url` falls under, most specific first,

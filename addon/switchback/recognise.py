@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from .jsonsafe import loads
-from .providers import Provider, ProviderTable
+from .providers import Endpoint, Provider, ProviderTable
 from .vocabulary import Protocol
 
 CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
@@ -32,6 +32,7 @@ class LlmCall:
     raw: bytes = field(repr=False)
     headers: tuple[tuple[str, str], ...] = field(repr=False)
     credential: str | None = field(repr=False)  # the client's own key, if any
+    counting: bool = False  # only counts the input's tokens (count_tokens): no answer, no bill
 
 
 @lru_cache(maxsize=4096)
@@ -52,7 +53,7 @@ class Unreadable(ValueError):
     """A request to an LLM endpoint whose body Switchback cannot understand."""
 
 
-def llm_endpoint(method: str, url: str, table: ProviderTable) -> tuple[Provider, Protocol] | None:
+def llm_endpoint(method: str, url: str, table: ProviderTable) -> Endpoint | None:
     """The provider and protocol of a POST to a known provider's LLM endpoint."""
     return table.match(url) if method.upper() == "POST" else None
 
@@ -66,7 +67,7 @@ def recognise(method: str, url: str, headers: Iterable[tuple[str, str]], raw: by
     return None if endpoint is None else read_call(endpoint, url, headers, raw)
 
 
-def read_call(endpoint: tuple[Provider, Protocol], url: str,
+def read_call(endpoint: Endpoint, url: str,
               headers: Iterable[tuple[str, str]], raw: bytes) -> LlmCall:
     """The `LlmCall` of a request to a known LLM endpoint (`llm_endpoint`);
     `Unreadable` when its body is not a JSON object with a model."""
@@ -76,10 +77,9 @@ def read_call(endpoint: tuple[Provider, Protocol], url: str,
     if not isinstance(body.get("model"), str):
         raise Unreadable("the body names no model")
     headers = tuple(headers)
-    provider, protocol = endpoint
     return LlmCall(
-        provider=provider,
-        protocol=protocol,
+        provider=endpoint.provider,
+        protocol=endpoint.protocol,
         url=url,
         model=body["model"],
         stream=body.get("stream") is True,
@@ -87,4 +87,5 @@ def read_call(endpoint: tuple[Provider, Protocol], url: str,
         raw=raw,
         headers=headers,
         credential=client_credential(headers),
+        counting=endpoint.counting,
     )

@@ -13,24 +13,15 @@ import enum
 
 
 class Protocol(enum.StrEnum):
-    """What a client or an upstream speaks."""
+    """What a client or an upstream speaks; what each one is, is `protocols.spec`."""
 
     CHAT = "chat"  # /chat/completions
     RESPONSES = "responses"  # /responses
-
-    @property
-    def other(self) -> Protocol:
-        return Protocol.RESPONSES if self is Protocol.CHAT else Protocol.CHAT
-
-    @property
-    def path(self) -> str:
-        """The endpoint under a provider's base URL."""
-        return ENDPOINTS[self]
+    MESSAGES = "messages"  # /messages, Anthropic's
 
 
-ENDPOINTS = {Protocol.CHAT: "/chat/completions", Protocol.RESPONSES: "/responses"}
 AUTO = "auto"  # a provider setting: probe, and switch when the endpoint is missing
-PROVIDER_PROTOCOLS = (AUTO, Protocol.CHAT.value, Protocol.RESPONSES.value)
+PROVIDER_PROTOCOLS = (AUTO, *(p.value for p in Protocol))
 
 
 class FailureKind(enum.StrEnum):

@@ -207,7 +207,7 @@ def test_run_refuses_a_broken_config_before_starting(tmp_path):
                       "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)  # ./switchback.yaml
     assert done.returncode == 2
     assert "switchback.yaml: providers.p.protocol: unknown protocol 'grpc'" in done.stderr
-    assert "Fix: use one of: auto, chat, responses" in done.stderr
+    assert "Fix: use one of: auto, chat, responses, messages" in done.stderr
     assert not (tmp_path / "certs").exists()  # nothing was started or made
 
 
@@ -260,7 +260,7 @@ def test_check_names_the_key_and_the_fix(tmp_path):
     done = switchback("check", str(config))
     assert done.returncode == 1
     assert done.stderr == (f"{config}: providers.p.protocol: unknown protocol 'grpc'. "
-                           f"Fix: use one of: auto, chat, responses\n"
+                           f"Fix: use one of: auto, chat, responses, messages\n"
                            f"1 problem in {config}\n")
 
 

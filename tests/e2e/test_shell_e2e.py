@@ -34,7 +34,7 @@ def test_malformed_config_stops_the_proxy_with_file_key_and_fix(tmp_path, confdi
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert f"{config}: providers.p.protocol: unknown protocol 'grpc'" in output
-    assert "Fix: use one of: auto, chat, responses" in output
+    assert "Fix: use one of: auto, chat, responses, messages" in output
 
 
 WEB_PASSWORD = "switchback-test"

@@ -27,6 +27,7 @@ from switchback.engine.delivery import Committed
 from switchback.engine.dispatch import Dispatcher
 from switchback.engine.results import Result
 from switchback.protocols.assemble import Assembled, assemble
+from switchback.protocols.spec import spec
 from switchback.protocols.sse import SseParser
 from switchback.recognise import recognise
 from switchback.vocabulary import CallOutcome, Protocol, Quirk
@@ -104,7 +105,7 @@ async def run(server: LoopServer, dispatcher: Dispatcher, protocol: Protocol
     body: dict[str, Any] = {"model": "m", "stream": True}
     body.update({"messages": [{"role": "user", "content": "hi"}]} if protocol is CHAT
                 else {"input": "hi"})
-    call = recognise("POST", f"{server.base_url}/primary{protocol.path}",
+    call = recognise("POST", f"{server.base_url}/primary{spec(protocol).path}",
                      [("authorization", "Bearer sk-client-0001")], json.dumps(body).encode(),
                      dispatcher.table)
     assert call is not None
@@ -147,7 +148,7 @@ def one_answer(protocol: Protocol, got: bytes) -> Assembled:
        backup=st.sampled_from(BACKUPS), how=st.sampled_from(BREAKS), data=st.data())
 def test_whatever_the_cut_the_client_gets_the_whole_answer_or_its_part_and_a_clean_error(
         client: Protocol, translated: bool, backup: str, how: str, data: st.DataObject) -> None:
-    upstream = client.other if translated else client
+    upstream = (RESPONSES if client is CHAT else CHAT) if translated else client
     at = data.draw(st.integers(0, len(answer_stream(client, TEXT))), label="break at byte")
 
     def handler(seen: Seen) -> Script:

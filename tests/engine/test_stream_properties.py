@@ -2,8 +2,8 @@
 the client gets every event, in order — byte-identical when nothing is
 translated, and the same translation however the upstream's bytes were cut.
 
-Recorded streams of both protocols (text with multi-byte characters, tool
-calls, usage), with LF, CRLF or CR line ends, keepalive comments and pings
+Recorded streams of every protocol (text with multi-byte characters, tool
+calls, signed thinking, usage), with LF, CRLF or CR line ends, keepalive comments and pings
 mixed in, cut at random points — one byte at a time, all in one read, inside
 a UTF-8 sequence, between CR and LF. First through the engine's gate and
 delivery alone, then through the real upstream client with the bytes
@@ -23,21 +23,25 @@ from hypothesis import strategies as st
 from support.fakeprovider import (chat_events, chat_tool_events, compressor, response_events,
                                   response_tool_events, sse)
 from support.engine import wire
+from support.fakemessages import message_events, signed_for
 from support.loopserver import LoopServer, Script
 from switchback.protocols.usage import Usage
 from switchback.engine.delivery import Committed, deliver, first_bytes
 from switchback.engine.gate import Head, read_head
 from switchback.protocols.bridge import Bridge
+from switchback.protocols.spec import spec
 from switchback.protocols.sse import SseParser
 from switchback.recognise import recognise
 from switchback.vocabulary import Protocol
 
-CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
+CHAT, RESPONSES, MESSAGES = Protocol.CHAT, Protocol.RESPONSES, Protocol.MESSAGES
 TEXT = "héllo wörld — 你好 🎉 done"
 RECORDED = {
     CHAT: [chat_events("m", TEXT, usage=True), chat_events("m", TEXT, usage=False),
            chat_tool_events("m", "get_weather", usage=True)],
     RESPONSES: [response_events("m", TEXT), response_tool_events("m", "get_weather")],
+    MESSAGES: [message_events("m", TEXT), message_events("m", TEXT, signed_for("k")),
+               message_events("m", "", signed_for("k"), "get_weather")],
 }
 KEEPALIVES = [b": keepalive", b": OPENROUTER PROCESSING", b'event: ping\ndata: {"type":"ping"}']
 EOLS = ["\n", "\r\n", "\r"]
@@ -101,7 +105,7 @@ async def metered(pieces: list[bytes], client: Protocol, upstream: Protocol,
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), protocol=st.sampled_from([CHAT, RESPONSES]), points=cuts)
+@given(data=st.data(), protocol=st.sampled_from([CHAT, RESPONSES, MESSAGES]), points=cuts)
 def test_a_passed_through_stream_is_byte_identical_however_it_is_cut(data, protocol, points):
     stream = data.draw(upstream_streams(protocol))
     assert asyncio.run(delivered(cut(stream, points), protocol, protocol)) == stream
@@ -111,7 +115,7 @@ def test_a_passed_through_stream_is_byte_identical_however_it_is_cut(data, proto
 @given(data=st.data(), upstream=st.sampled_from([CHAT, RESPONSES]), points=cuts)
 def test_a_translated_stream_is_the_same_however_it_is_cut(data, upstream, points):
     stream = data.draw(upstream_streams(upstream))
-    client = upstream.other
+    client = spec(upstream).switch
     whole = asyncio.run(delivered([stream], client, upstream))
     assert asyncio.run(delivered(cut(stream, points), client, upstream)) == whole
     events = [line for line in whole.decode().splitlines() if line.startswith("data: {")]
@@ -155,6 +159,17 @@ def test_the_meter_reads_the_providers_usage_however_the_stream_is_cut(data, cli
     assert usage == (Usage(5, 3, model="m") if reported else None)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), points=cuts)
+def test_the_meter_reads_a_messages_streams_usage_however_cut(data, points):
+    """Input (with the cache's reads and writes) from message_start, output
+    from message_delta, delivered byte for byte."""
+    stream = data.draw(upstream_streams(MESSAGES))
+    got, usage = asyncio.run(metered(cut(stream, points), MESSAGES, MESSAGES))
+    assert got == stream
+    assert usage == Usage(11, 3, cached=2, model="m", cache_write=4)
+
+
 # ---------------------------------------------- through the real client, compressed
 
 
@@ -169,7 +184,7 @@ def compressed(stream: bytes, encoding: str, rng: random.Random) -> list[bytes]:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), protocol=st.sampled_from([CHAT, RESPONSES]),
+@given(data=st.data(), protocol=st.sampled_from([CHAT, RESPONSES, MESSAGES]),
        encoding=st.sampled_from(["identity", "gzip", "deflate", "br", "zstd"]),
        seed=st.integers(0, 2**32))
 def test_compressed_streams_arrive_byte_identical_through_the_engine(data, protocol, encoding,
@@ -182,11 +197,12 @@ def test_compressed_streams_arrive_byte_identical_through_the_engine(data, proto
 
     async def go() -> bytes:
         async with LoopServer(lambda seen: Script.sse(pieces, pause=0.0005, **headers)) as server:
-            d = wire(f'providers: {{p: {{base_url: "{server.base_url}"}}}}\n')
+            d = wire(f'providers: {{p: {{base_url: "{server.base_url}", '
+                     f'protocol: {"messages" if protocol is MESSAGES else "auto"}}}}}\n')
             upstream = d.transport
             body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
                     **({"input": "x"} if protocol is RESPONSES else {"messages": []})}
-            call = recognise("POST", f"{server.base_url}{protocol.path}", [],
+            call = recognise("POST", f"{server.base_url}{spec(protocol).path}", [],
                              json.dumps(body).encode(), d.table)
             try:
                 result = await d.run(call)

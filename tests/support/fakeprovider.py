@@ -1,7 +1,8 @@
 """A fake OpenAI-style provider: a real HTTPS server on 127.0.0.1.
 
-It speaks both protocols (or only one, like real providers), streaming and
-not, and plays scripted faults in order: a status with headers and body, a
+It speaks the OpenAI protocols and Anthropic's Messages (`fakemessages`),
+or only some, like real providers, streaming and not, and plays scripted
+faults in order: a status with headers and body, a
 slow first byte, an error as the first event, a stream cut midway, a
 connection dropped without an answer. It records every request it gets, so
 tests can count calls per path and per key and see exactly what was sent.
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import fakemessages
+from .fakemessages import COUNT, MESSAGES
 from .threaded import ServedInThread
 from .tlsca import ServerCert
 
@@ -80,7 +83,7 @@ class Seen:
     @property
     def key(self) -> str | None:
         auth = self.headers.get("authorization", "")
-        return auth.removeprefix("Bearer ") or None
+        return auth.removeprefix("Bearer ") or self.headers.get("x-api-key") or None
 
 
 def chat_completion(model: str, text: str) -> dict:
@@ -425,6 +428,11 @@ class FakeProvider(ServedInThread):
                 if reply.raw is not None:
                     return self._raw(reply)
                 key = fake.seen[-1].key
+                if path.endswith(MESSAGES):
+                    return self._messages(body, key, reply)
+                if path.endswith(COUNT):
+                    return self._send(reply.status, reply.body if reply.body is not None
+                                      else fakemessages.counted(body), reply.headers)
                 if path.endswith(RESPONSES) and (refusal := fake._account_check(body, key)):
                     return self._send(*refusal)
                 rid = f"resp_{fake.name}_{len(fake.seen)}"
@@ -463,6 +471,19 @@ class FakeProvider(ServedInThread):
                                              usage=cached) if responses \
                         else chat_completion(model, text)
                 self._send(200, answer, reply.headers)
+
+            def _messages(self, body: dict, key: str | None, reply: Reply) -> None:
+                """Anthropic's answer: scripted, a refusal of another account's
+                thinking, or a message (whole or streamed)."""
+                if reply.status != 200 or reply.body is not None:
+                    return self._send(reply.status, reply.body, reply.headers)
+                if refused := fakemessages.refusal(body, key):
+                    return self._send(*refused)
+                whole, events = fakemessages.answer(body, key, fake.name, reply.text)
+                if events is not None:
+                    return self._stream(reply.events if reply.events is not None else events,
+                                        reply)
+                self._send(200, whole, reply.headers)
 
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None
                       ) -> None:

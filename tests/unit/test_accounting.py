@@ -14,7 +14,8 @@ from switchback.engine.charge import (ANONYMOUS, Accounts, Bill, BudgetExceeded,
 from switchback.accounting.estimate import input_tokens, output_tokens, text_tokens, worst_case
 from switchback.state.ledger import MemoryLedger
 from switchback.accounting.pricing import Price, Pricing
-from switchback.protocols.usage import Usage, answer_usage, body_usage, parse_usage
+from switchback.protocols.spec import spec
+from switchback.protocols.usage import Usage
 from switchback.config import ConfigError, parse_config
 from switchback.engine.delivery import Committed
 from switchback.engine.results import Answer, Result
@@ -44,14 +45,14 @@ CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
     (RESPONSES, [1, 2], None),
 ])
 def test_usage_is_read_in_each_protocols_shape(protocol, usage, expected):
-    assert parse_usage(protocol, usage) == expected
+    assert spec(protocol).usage(usage, None) == expected
 
 
 def test_an_answers_usage_carries_the_model_it_names():
     answer = {"model": "gpt-4o-mini-2024-07-18", "usage": {"prompt_tokens": 1,
                                                           "completion_tokens": 2}}
-    assert answer_usage(CHAT, answer) == Usage(1, 2, model="gpt-4o-mini-2024-07-18")
-    assert answer_usage(CHAT, {"choices": []}) is None
+    assert spec(CHAT).answer_usage(answer) == Usage(1, 2, model="gpt-4o-mini-2024-07-18")
+    assert spec(CHAT).answer_usage({"choices": []}) is None
 
 
 @pytest.mark.parametrize("usage, text", [
@@ -333,7 +334,7 @@ def test_an_empty_list_exempts_a_principal_from_the_default_budget():
     (b'{"choices": []}', None), (b'{"usage": {"prompt_tokens": 1', None), (b"<html>", None),
 ])
 def test_a_whole_answers_usage_is_read_without_parsing_the_rest(body, usage):
-    assert body_usage(CHAT, body) == usage
+    assert spec(CHAT).body_usage(body) == usage
 
 
 def test_flat_prices_agree_with_genai_prices_own_arithmetic():

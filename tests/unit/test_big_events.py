@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 from switchback.protocols.metered import SCANNED, Metered
-from switchback.protocols.shapers import passthrough
+from switchback.protocols.spec import spec
 from switchback.protocols.sse import Event, SseParser
 from switchback.vocabulary import Protocol
 
@@ -59,7 +59,7 @@ def test_metering_a_large_event_holds_no_state_per_byte(protocol):
     content = text(SCANNED * 8 // 10)  # escaped, it grows by an eighth
     raw = huge(protocol, content)
     assert len(raw) <= SCANNED
-    meter = Metered(passthrough(protocol), protocol)
+    meter = Metered(spec(protocol).passthrough(), protocol)
     out = b""
 
     def feed() -> None:
@@ -78,7 +78,7 @@ def test_a_huge_event_is_counted_unscanned(protocol):
     """A huge event is nearly all text: counted by its size, no scan holds up
     the other streams while it passes."""
     raw = huge(protocol)
-    meter = Metered(passthrough(protocol), protocol)
+    meter = Metered(spec(protocol).passthrough(), protocol)
     assert meter.feed(Event(raw, len(raw) - 2)) == raw
     assert meter.text_bytes == len(raw)
 

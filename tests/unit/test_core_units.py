@@ -12,7 +12,8 @@ from switchback.engine.upstream import tls_verify, upstream_proxy
 from switchback.health.errors import read_error
 from switchback.health.verdict import Action, Outcome, Scope, endpoint_missing, judge
 from switchback.plan import plan
-from switchback.protocols.kinds import Signal, classify
+from switchback.protocols.kinds import Signal
+from switchback.protocols.spec import spec
 from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
 from switchback.protocols import sse
 from switchback.protocols.sse import EventTooLarge, SseParser
@@ -308,7 +309,7 @@ GATE = [
 @pytest.mark.parametrize("protocol,text,signal", GATE)
 def test_gate_reads_the_head_of_a_stream(protocol, text, signal):
     event = SseParser().feed(text.encode() + b"\n\n")[0]
-    assert classify(protocol, event) is signal
+    assert spec(protocol).classify(event) is signal
 
 
 def test_chat_passthrough_closes_a_broken_stream():

@@ -16,9 +16,9 @@ from support.fakeprovider import (TOOL_ARGUMENTS, chat_events, chat_tool_events,
                                   response_tool_events, sse_bytes)
 from switchback.protocols.assemble import assemble
 from support.recorded_messages import ANSWERS, message, messages_sse, messages_stream, usage
-from switchback.protocols.splice import (Diverged, MessagesSplice, Spliced, flagged, prefilled,
-                                         splice_for)
-from switchback.protocols.shapers import passthrough
+from switchback.protocols.spec import spec
+from switchback.protocols.splice import Diverged, MessagesSplice, Splice, Spliced, flagged
+
 from switchback.protocols.sse import SseParser
 from switchback.protocols.usage import Usage
 from switchback.vocabulary import Protocol, Rescue
@@ -37,6 +37,12 @@ def recorded(protocol: Protocol, text: str = TEXT, rid: str = "resp_first") -> l
     return response_events("m", text, rid=rid)
 
 
+def splice_for(protocol: Protocol) -> Splice:
+    made = spec(protocol).splice
+    assert made is not None
+    return made()
+
+
 def stream(events: list) -> bytes:
     return sse_bytes(events)
 
@@ -52,7 +58,7 @@ def continued(protocol: Protocol, delivered: bytes, continuation: list, mode: Re
     assert splice is not None
     splice.catch_up(delivered)
     splice.begin(mode, extra)
-    shaper = Spliced(passthrough(protocol), splice)
+    shaper = Spliced(spec(protocol).passthrough(), splice)
     out = b""
     for event in SseParser().feed(stream(continuation)):
         out += shaper.feed(event)
@@ -217,11 +223,15 @@ def test_the_clean_error_keeps_the_clients_ids(protocol: Protocol) -> None:
 
 
 def test_prefilled_requests() -> None:
-    chat = prefilled(CHAT, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "He")
+    prefill = spec(CHAT).prefill
+    assert prefill is not None
+    chat = prefill({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "He")
     assert chat["messages"][-1] == {"role": "assistant", "content": "He"}
     assert flagged(chat)["messages"][-1] == {"role": "assistant", "content": "He",
                                              "prefix": True}
-    responses = prefilled(RESPONSES, {"model": "m", "input": "hi"}, "He")
+    prefill = spec(RESPONSES).prefill
+    assert prefill is not None
+    responses = prefill({"model": "m", "input": "hi"}, "He")
     assert responses["input"] == [
         {"role": "user", "content": "hi"},
         {"type": "message", "role": "assistant",

@@ -20,7 +20,8 @@ from switchback.protocols.shapers import ChatPassthrough, ResponsesPassthrough
 from switchback.vocabulary import Protocol
 
 CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
-from switchback.protocols.translate_stream import ChatToResponsesStream, ResponsesToChatStream, shaper
+from switchback.protocols.bridge import Bridge
+from switchback.protocols.translate_stream import ChatToResponsesStream, ResponsesToChatStream
 
 # The SDK's event union, keyed by each member's `type` literal: validating an
 # event against its own class gives a precise error when a shape is wrong.
@@ -603,7 +604,8 @@ def test_each_event_is_emitted_at_once(make: Any, upstream: bytes, marker: bytes
     (CHAT, RESPONSES, ChatToResponsesStream), (RESPONSES, CHAT, ResponsesToChatStream),
 ])
 def test_shaper_factory(upstream: str, client: str, expected: type) -> None:
-    assert isinstance(shaper(upstream, client, {"model": "m"}, RID), expected)
+    bridge = Bridge(client, upstream, {"model": "m"}, b"{}", response_id=RID)
+    assert isinstance(bridge.shaper().inner, expected)
 
 
 # ------------------------------------------------------------ any split, same output

@@ -21,17 +21,21 @@ PRICES_CHECKED = 3600  # seconds: how often the prices in force are looked up ag
 @dataclass(frozen=True)
 class Price:
     """USD per million tokens, as a `pricing:` entry gives them. Cached input
-    costs `cached_input` (else `input`); reasoning is output."""
+    costs `cached_input`, input written to the cache `cache_write` (else
+    `input`, both); reasoning is output."""
 
     input: float
     output: float
     cached_input: float | None = None
+    cache_write: float | None = None
 
     def cost(self, usage: Usage) -> float:
         cached = min(usage.cached, usage.input)
+        written = min(usage.cache_write, usage.input - cached)
         cached_rate = self.input if self.cached_input is None else self.cached_input
-        return ((usage.input - cached) * self.input + cached * cached_rate
-                + usage.output * self.output) / MILLION
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        return ((usage.input - cached - written) * self.input + cached * cached_rate
+                + written * write_rate + usage.output * self.output) / MILLION
 
 
 class Pricing:
@@ -51,9 +55,11 @@ class Pricing:
             return None if prices is None else prices.cost(usage)
         from genai_prices.types import Usage as PricesUsage
 
-        # genai-prices counts cache reads inside input_tokens, as OpenAI does.
+        # genai-prices counts cache reads and writes inside input_tokens, as Usage does.
+        cached = min(usage.cached, usage.input)
         calculated = prices.calc_price(PricesUsage(
-            input_tokens=usage.input, cache_read_tokens=min(usage.cached, usage.input) or None,
+            input_tokens=usage.input, cache_read_tokens=cached or None,
+            cache_write_tokens=min(usage.cache_write, usage.input - cached) or None,
             output_tokens=usage.output))
         return float(calculated["total_price"])
 
@@ -75,13 +81,14 @@ def _flat(prices: Any) -> Price | None:
     per request — which prices a call in a microsecond; else None."""
     from decimal import Decimal
 
-    rates = (prices.input_mtok, prices.output_mtok, prices.cache_read_mtok)
+    rates = (prices.input_mtok, prices.output_mtok, prices.cache_read_mtok,
+             prices.cache_write_mtok)
     if prices.requests_kcount is not None or not all(
             isinstance(rate, Decimal) for rate in rates[:2]) \
-            or not isinstance(rates[2], (Decimal, type(None))):
+            or not all(isinstance(rate, (Decimal, type(None))) for rate in rates[2:]):
         return None
     return Price(float(rates[0]), float(rates[1]),
-                 None if rates[2] is None else float(rates[2]))
+                 *(None if rate is None else float(rate) for rate in rates[2:]))
 
 
 @lru_cache(maxsize=1024)

@@ -19,7 +19,7 @@ from ..health.hints import Hints
 from ..health.verdict import Action, Outcome, Verdict
 from ..plan import Candidate
 from ..protocols.history import Turn, answered, extend, replay
-from ..protocols.reasoning import marks
+from ..protocols.spec import spec
 from ..protocols.usage import Usage
 from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
@@ -38,12 +38,13 @@ def caller(call: LlmCall) -> str:
 
 @dataclass(frozen=True)
 class Continuation:
-    """A Responses call that continues `previous`, and what Switchback knows
-    of that conversation."""
+    """A call that continues `previous` (Responses), and what Switchback
+    knows of that conversation."""
 
     previous: str
     turn: Turn | None  # the conversation up to it, when Switchback carried it
     producer: str | None  # the candidate that produced it (`Candidate.owner`)
+    protocol: Protocol  # the client's: the producer continues it only in that
 
     def order(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
         """The producer first, ahead of key rotation. With no history to hand
@@ -57,7 +58,7 @@ class Continuation:
         the client's body serves (the producer continues it on Responses) or
         there is no history to replay."""
         if self.turn is None or (candidate.owner == self.producer
-                                 and candidate.protocol is Protocol.RESPONSES):
+                                 and candidate.protocol is self.protocol):
             return None
         return replay(body, self.turn.items, candidate.owner)
 
@@ -185,17 +186,16 @@ class Bookkeeper:
             outcome.headers.items(), own_call(ctx.call, candidate)))))
 
     def conversation(self, ctx: CallContext, candidate: Candidate, response: Any) -> None:
-        """Keep the conversation a Responses answer ends, for its follow-ups."""
+        """What an answer leaves to remember: who produced the sealed content
+        in it, and the conversation it ends (Responses), for its follow-ups."""
         body, conversations = ctx.call.body, self.learned.conversations
-        if ctx.call.protocol is not Protocol.RESPONSES:
-            return
-        output = response.get("output") if isinstance(response, dict) else None
-        if candidate.protocol is Protocol.RESPONSES:
-            # The reasoning it sealed, and what it read of unknown producers: its own.
-            produced = [*marks(output if isinstance(output, list) else []), *ctx.sent_unknown]
+        client = spec(ctx.call.protocol)
+        if client.seals is not None and candidate.protocol is ctx.call.protocol:
+            # The content it sealed, and what it read of unknown producers: its own.
+            produced = [*client.seals.produced(response), *ctx.sent_unknown]
             if produced:
                 self.learned.sessions.produced(produced, candidate.owner)
-        if body.get("store") is False:
+        if not client.conversations or body.get("store") is False:
             return
         found = answered(response)
         if found is None:

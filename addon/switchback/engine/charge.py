@@ -133,7 +133,7 @@ class Charge:
         accounts = self.accounts
         budgets = budgets_for(self.principal, accounts.budgets)
         accounts.open.add(self)
-        if not budgets:
+        if not budgets or self.call.counting:  # counting tokens costs nothing
             return self
         self.worst = worst_case(self.call.body, accounts.default_output)
         cost = accounts.cost(self.call.provider.base_url, self.call.model, self.worst) or 0.0
@@ -219,6 +219,8 @@ class Charge:
         served = result.served_by if result is not None else None
         if result is None or served is None or not result.outcome.answered:
             return Bill(self.principal, False, None, None)
+        if self.call.counting:  # an answer, but no tokens used and nothing to pay
+            return Bill(self.principal, True, None, None)
         stream = self.stream
         if stream is None:
             usage = self._usage(result.usage, tokens_of_bytes(len(

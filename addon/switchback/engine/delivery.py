@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from typing import Protocol as Interface
 
-from ..protocols.kinds import Signal, classify, discarded, suspect
+from ..protocols.kinds import Signal, discarded, suspect
+from ..protocols.spec import spec
 from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
 from ..protocols.splice import Diverged
@@ -163,7 +164,7 @@ def watched(shaper: StreamShaper, events: Iterable[Event], upstream: Protocol
         if discarded(event):
             continue
         if suspect(event):
-            signal = classify(upstream, event)
+            signal = spec(upstream).classify(event)
             if signal is Signal.ERROR:
                 return b"".join(out), Stop(Break.ERROR_EVENT, "upstream sent an error event",
                                            event)

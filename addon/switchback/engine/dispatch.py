@@ -27,12 +27,11 @@ from ..health.retry import again
 from ..health.verdict import Action, Outcome, Verdict, answer_shaped, judge
 from ..jsonsafe import loads
 from ..plan import Candidate, Plan, ahead, plan
-from ..protocols.bridge import Bridge, UnknownResponseId
-from ..protocols.envelope import JSON_TYPE, error_body
-from ..protocols.splice import Diverged, flagged, splice_for
-from ..protocols.reasoning import (reasoning_items, refused_as_unreadable, sealed_marks,
-                                   session_name, sift)
-from ..protocols.usage import body_usage
+from ..protocols.bridge import Bridge
+from ..protocols.envelope import JSON_TYPE
+from ..protocols.spec import spec
+from ..protocols.splice import Diverged
+from ..protocols.translators import UnknownResponseId
 from ..providers import Provider, ProviderTable
 from ..recognise import LlmCall, fingerprint
 from ..redact import Redactor
@@ -40,8 +39,7 @@ from ..state.cooldowns import Scopes, key_scope
 from ..state.learned import Learned
 from ..state.sessions import UNREADABLE, session_key
 from ..trail import seconds_text
-from ..vocabulary import (Break, CallOutcome, FailureKind, ProbeResult, Protocol, Quirk, Reason,
-                          Retry)
+from ..vocabulary import Break, CallOutcome, FailureKind, ProbeResult, Quirk, Reason, Retry
 from .bookkeeping import Bookkeeper, CallContext, Continuation, caller
 from .delivery import Committed
 from .exchange import Exchanged, Sending, exchange
@@ -72,7 +70,7 @@ class Dispatcher:
         planned = self._plan(call)
         for note in planned.skipped:
             ctx.trail.note(note)
-        name = session_name(call.body)
+        name = spec(call.protocol).session(call.body)
         if name is not None:
             # A session goes back to the account that served its last turn.
             ctx.session = session_key(caller(call), name)
@@ -99,7 +97,8 @@ class Dispatcher:
             page = pages[-1]
             answer = Answer(page.outcome.status or 502, list(page.headers), page.outcome.body)
             return self._result(ctx, answer, CallOutcome.EXHAUSTED)
-        status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model)
+        status, headers, body = exhausted_answer(ctx.failures, coolings, self.clock(), call.model,
+                                                 spec(call.protocol).error_body)
         return self._result(ctx, Answer(status, headers, body), CallOutcome.EXHAUSTED)
 
     def _plan(self, call: LlmCall, targets: tuple[Target, ...] | None = None) -> Plan:
@@ -220,9 +219,9 @@ class Dispatcher:
         return await self.health.claim_probe([scope for scope, _ in cooling])
 
     async def _continuation(self, call: LlmCall) -> Continuation | None:
-        """What Switchback knows of the conversation a Responses call continues."""
+        """What Switchback knows of the conversation a call continues (Responses)."""
         previous = call.body.get("previous_response_id")
-        if call.protocol is not Protocol.RESPONSES or not isinstance(previous, str):
+        if not spec(call.protocol).conversations or not isinstance(previous, str):
             return None
         conversations = self.learned.conversations
         # Both at once: with shared state each may be a (bounded) trip to Redis.
@@ -230,7 +229,8 @@ class Dispatcher:
                                               conversations.producer(previous))
         if turn is not None and turn.caller != caller(call):
             turn = None  # another client's conversation is not ours to hand on
-        return Continuation(previous, turn, producer or (turn.by if turn else None))
+        return Continuation(previous, turn, producer or (turn.by if turn else None),
+                            call.protocol)
 
     def _result(self, ctx: CallContext, delivery: Answer | Committed,
                 outcome: CallOutcome) -> Result:
@@ -275,6 +275,8 @@ class Dispatcher:
         resuming = ctx.resuming
         if resuming is not None and resuming.body is not call.body:
             request, raw = resuming.body, json.dumps(resuming.body).encode()
+        seals = spec(call.protocol).seals
+        noun = seals.noun if seals is not None else ""
         replayed = ctx.continuation.request_for(candidate, request) if ctx.continuation else None
         left_out = 0
         ctx.sent_unknown = ()
@@ -282,12 +284,12 @@ class Dispatcher:
             request, left_out = replayed
             raw = json.dumps(request).encode()
             ctx.trail.note("replayed history")
-        elif call.protocol is Protocol.RESPONSES:
+        elif seals is not None:
             request, left_out = self._sifted(ctx, candidate, request, unsealed)
             if left_out:
                 raw = json.dumps(request).encode()
         if left_out:
-            ctx.trail.note(f"left out {left_out} reasoning item(s) only their producer can read")
+            ctx.trail.note(f"left out {left_out} {noun}(s) only their producer can read")
             self.learned.sessions.left_out += left_out
         quirks = self.learned.quirks
         bridge = Bridge(call.protocol, candidate.protocol, request, raw,
@@ -302,9 +304,9 @@ class Dispatcher:
                                         Outcome(404, body=exc.body()), (JSON_TYPE,)))
             ctx.dead_providers.add(candidate.provider.name)
             return None
-        if resuming is not None and resuming.flagged(candidate) \
-                and candidate.protocol is Protocol.CHAT:
-            body = json.dumps(flagged(loads(body))).encode()
+        mark = spec(candidate.protocol).mark_prefix
+        if resuming is not None and resuming.flagged(candidate) and mark is not None:
+            body = json.dumps(mark(loads(body))).encode()
         if bridge.dropped:
             ctx.trail.note(f"dropped {', '.join(bridge.dropped)}")
         headers = upstream_headers(call, candidate)
@@ -325,21 +327,27 @@ class Dispatcher:
 
     def _sifted(self, ctx: CallContext, candidate: Candidate, request: dict,
                 unsealed: bool) -> tuple[dict, int]:
-        """A Responses client's own input for `candidate`: sealed reasoning
-        another account produced is left out; a chat candidate gets none (the
-        translation drops it), and the trail says so."""
-        if candidate.protocol is not Protocol.RESPONSES:
-            dropped = reasoning_items(request)
+        """A client's own input for `candidate`: sealed content (reasoning,
+        signed thinking) another account produced is left out; a candidate of
+        another protocol gets none (the translation drops it), and the trail
+        says so."""
+        seals = spec(ctx.call.protocol).seals
+        assert seals is not None, "only a protocol with sealed content is sifted"
+        if candidate.protocol is not ctx.call.protocol:
+            dropped = seals.count(request)
             if dropped:
-                ctx.trail.note(f"dropped {dropped} reasoning item(s) (translated to chat)")
+                ctx.trail.note(f"dropped {dropped} {seals.noun}(s) (translated to "
+                               f"{candidate.protocol})")
             return request, 0
-        found = sealed_marks(request)
+        found = seals.marks(request)
         if not found:
             return request, 0
         producers = self.learned.sessions.producers_of(found)
-        sifted = sift(request, producers, candidate.owner, keep_unknown=not unsealed)
+        sifted = seals.sift(request, producers, candidate.owner, not unsealed)
         if not unsealed:
             ctx.sent_unknown = tuple(m for m in found if m not in producers)
+        if sifted.also:
+            ctx.trail.note(sifted.also)
         return sifted.body, sifted.left_out
 
     async def _judged(self, ctx: CallContext, candidate: Candidate, record: AttemptRecord,
@@ -381,21 +389,21 @@ class Dispatcher:
         if verdict.action is Action.DELIVER:
             books.served(ctx, candidate, record, verdict.hints)
             answer = self._whole_answer(bridge, outcome, own)
-            ctx.usage = body_usage(candidate.protocol, outcome.body)
-            if call.protocol is Protocol.RESPONSES:
+            ctx.usage = spec(candidate.protocol).body_usage(outcome.body)
+            if spec(call.protocol).seals is not None or spec(call.protocol).conversations:
                 books.conversation(ctx, candidate, loads(answer.body))
             return answer
         if verdict.action is Action.PASS_THROUGH:
-            if ctx.sent_unknown and candidate.owner not in ctx.unsealed \
-                    and candidate.protocol is Protocol.RESPONSES \
-                    and refused_as_unreadable(outcome.error.text):
+            seals = spec(call.protocol).seals
+            if ctx.sent_unknown and candidate.owner not in ctx.unsealed and seals is not None \
+                    and candidate.protocol is call.protocol and seals.refused(outcome.error.text):
                 # Sealed reasoning of a producer Switchback does not know, and
                 # not this account's: once more, without it.
                 ctx.unsealed.add(candidate.owner)
                 self.learned.sessions.produced(ctx.sent_unknown, UNREADABLE)
                 books.finish(ctx, candidate, record, f"{outcome.status} (cannot read "
-                                                     f"{len(ctx.sent_unknown)} reasoning "
-                                                     "item(s); again without)")
+                                                     f"{len(ctx.sent_unknown)} {seals.noun}"
+                                                     "(s); again without)")
                 return await self._attempt(ctx, candidate, record.probe is not None,
                                            unsealed=True)
             if bridge.hides_usage and outcome.status in (400, 422) \
@@ -407,7 +415,7 @@ class Dispatcher:
                 return await self._attempt(ctx, candidate, record.probe is not None)
             if outcome.failure is not None:  # a client error at the head of a stream
                 info = outcome.error
-                answer = Answer(400, [JSON_TYPE], error_body(
+                answer = Answer(400, [JSON_TYPE], spec(call.protocol).error_body(
                     info.message, info.type or "invalid_request_error", info.code or None,
                     info.param or None))
             else:
@@ -431,10 +439,10 @@ class Dispatcher:
         a splice)."""
         call = ctx.call
         n = call.body.get("n")
-        splice = splice_for(call.protocol)
+        splice = spec(call.protocol).splice
         if not self.config.resume or splice is None or (isinstance(n, int) and n > 1):
             return None
-        return Rescuer(ctx, splice, ctx.candidates, self._attempt,
+        return Rescuer(ctx, splice(), ctx.candidates, self._attempt,
                        lambda c: self._cooling(c) is not None, self.learned.quirks,
                        self.config.budget_output_tokens)
 

@@ -15,7 +15,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from ..protocols import sse
-from ..protocols.kinds import Signal, classify, whole
+from ..protocols.kinds import Signal, whole
+from ..protocols.spec import spec
 from ..protocols.sse import Event, EventTooLarge, SseParser
 from ..vocabulary import FailureKind, Protocol
 
@@ -28,6 +29,7 @@ class Head:
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
+        self._classify = spec(protocol).classify
         self.held: list[Event] = []
         self.size = 0  # bytes held
         self.signal = Signal.HOLD
@@ -42,7 +44,7 @@ class Head:
             if self.signal is Signal.HOLD and self.size > sse.MAX_EVENT:
                 raise EventTooLarge(f"{self.size} bytes before any answer")
             if self.signal is Signal.HOLD:
-                signal = classify(self.protocol, event)
+                signal = self._classify(event)
                 if signal is not Signal.HOLD:
                     self.signal, self.culprit = signal, event
         return self.signal is not Signal.HOLD

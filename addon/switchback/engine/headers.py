@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..plan import Candidate
+from ..protocols.spec import spec
 from ..recognise import CREDENTIAL_HEADERS, LlmCall, client_credential, fingerprint
 
 # Not forwarded either way: connection-level, or describing bytes we re-frame
@@ -20,8 +21,9 @@ HOP_BY_HOP = frozenset({"host", "content-length", "content-encoding", "connectio
                         "proxy-authorization", "proxy-authenticate", "proxy-connection", "te",
                         "trailer", "transfer-encoding", "upgrade", "accept-encoding"})
 # What may go to a host the client did not address, or with a key it did not send:
-# describing the request, never identifying the client.
-PORTABLE = frozenset({"content-type", "accept", "user-agent", "openai-beta"})
+# describing the request, never identifying the client (plus what the upstream's
+# protocol says describes a call of it: `Spec.describing`).
+PORTABLE = frozenset({"content-type", "accept", "user-agent"})
 # What a provider says about the account that served: only for the client's own calls.
 ACCOUNT_HEADERS = frozenset({"set-cookie", "openai-organization", "openai-project"})
 
@@ -33,13 +35,19 @@ def own_call(call: LlmCall, candidate: Candidate) -> bool:
 
 def upstream_headers(call: LlmCall, candidate: Candidate) -> list[tuple[str, str]]:
     """The client's headers for its own call; otherwise only those that
-    describe the request, plus the configured key."""
+    describe the request, plus the configured key the way the upstream's
+    protocol sends keys, plus the headers that protocol needs and the client
+    did not send."""
     own = own_call(call, candidate)
+    upstream = spec(candidate.protocol)
     out = [(name, value) for name, value in call.headers
            if (lower := name.lower()) not in HOP_BY_HOP and not name.startswith(":")
-           and (own or lower in PORTABLE or lower.startswith("x-stainless-"))]
+           and (own or lower in PORTABLE or lower in upstream.describing
+                or lower.startswith("x-stainless-"))]
     if candidate.key is not None:
-        out.append(("authorization", f"Bearer {candidate.key}"))
+        out.append(upstream.credential(candidate.key))
+    sent = {name.lower() for name, _ in out}
+    out += [(name, value) for name, value in upstream.defaults if name not in sent]
     return out
 
 

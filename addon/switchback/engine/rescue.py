@@ -23,7 +23,8 @@ from ..health.errors import read_error
 from ..health.verdict import refuses_prefill
 from ..plan import Candidate
 from ..protocols.shapers import StreamShaper
-from ..protocols.splice import Splice, Spliced, prefilled
+from ..protocols.spec import spec
+from ..protocols.splice import Splice, Spliced
 from ..protocols.usage import Usage
 from ..state.quirks import Quirks
 from ..vocabulary import Quirk, Rescue
@@ -65,6 +66,7 @@ class Rescuer:
         self.ctx, self.splice, self.candidates = ctx, splice, candidates
         self.attempt, self.cooling, self.quirks = attempt, cooling, quirks
         self.default_output = default_output
+        self.prefill = spec(ctx.call.protocol).prefill
         self.stream: Committed | None = None  # the call's first stream
         self.current: Committed | None = None  # the stream the client is reading now
         self.serving: Candidate | None = None  # ... and who sends it
@@ -123,8 +125,8 @@ class Rescuer:
                     or self.cooling(candidate):
                 continue
             for mode in self._modes(candidate):
-                body = ctx.call.body if mode is Rescue.RESTART else prefilled(
-                    ctx.call.protocol, ctx.call.body, splice.prefill() or "")
+                body = ctx.call.body if mode is Rescue.RESTART else self.prefill(
+                    ctx.call.body, splice.prefill() or "")
                 splice.begin(mode, self._extra)
                 ctx.resuming = Resuming(body, mode, splice)
                 try:
@@ -158,7 +160,7 @@ class Rescuer:
         setting = candidate.provider.continuation
         if setting is Rescue.OFF:
             return ()
-        if setting is Rescue.PREFILL and self.splice.prefill() is not None \
+        if setting is Rescue.PREFILL and self.splice.prefill() is not None and self.prefill \
                 and not self.quirks.has(candidate.provider.name, Quirk.NO_PREFILL,
                                         candidate.model):
             return (Rescue.PREFILL, Rescue.RESTART)

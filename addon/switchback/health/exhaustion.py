@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..protocols.envelope import JSON_TYPE as JSON, error_body
+from ..protocols.envelope import JSON_TYPE as JSON, Envelope, error_body as openai_error
 from ..vocabulary import Reason
 from .cooldown import Cooling
 from .verdict import Outcome, Verdict
@@ -39,7 +39,8 @@ def telling_rank(failure: Failure) -> int:
     return _TELLING.get(failure.verdict.reason, 50)
 
 
-def _from_failure(best: Failure) -> tuple[int, list[tuple[str, str]], bytes]:
+def _from_failure(best: Failure, error_body: Envelope
+                  ) -> tuple[int, list[tuple[str, str]], bytes]:
     verdict, outcome = best.verdict, best.outcome
     rate = verdict.reason in (Reason.RATE_LIMIT, Reason.QUOTA)
     code = f"upstream_{verdict.reason.replace(' ', '_')}"
@@ -57,14 +58,16 @@ def _from_failure(best: Failure) -> tuple[int, list[tuple[str, str]], bytes]:
 
 
 def exhausted_answer(failures: Sequence[Failure], coolings: Sequence[Cooling], now: float,
-                     model: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    """(status, headers, body) for the client."""
+                     model: str, error_body: Envelope = openai_error
+                     ) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) for the client; what Switchback words itself
+    in `error_body`, the client's protocol's envelope."""
     soonest = min((c.until for c in coolings), default=None)
     no_retry = bool(coolings) and all(c.no_retry for c in coolings)
     if failures:
         best = min(failures, key=telling_rank)
         no_retry = no_retry or best.verdict.no_retry
-        status, headers, body = _from_failure(best)
+        status, headers, body = _from_failure(best, error_body)
     else:
         reasons = sorted({c.reason for c in coolings})
         status = 429 if set(reasons) & _RATE_REASONS or not coolings else 503

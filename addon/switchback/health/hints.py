@@ -27,11 +27,12 @@ class Hints:
     should_retry: bool | None = None  # x-should-retry, the server's word
     exhausted_reset: float | None = None  # a bucket at remaining 0 refills in this long
     per_day: bool = False  # a daily quota ran out: cool for long, not seconds
+    window_reset: float | None = None  # a subscription window refused the credential until then
 
     @property
     def wait(self) -> float | None:
         """The cooldown these hints ask for: the largest that applies."""
-        return _largest([self.retry_after, self.exhausted_reset])
+        return _largest([self.retry_after, self.exhausted_reset, self.window_reset])
 
 
 # A plain non-negative decimal. Stricter than float(): no sign, exponent,
@@ -56,6 +57,9 @@ _PROSE_DELAY = re.compile(rf"(?:try again|retry) in ({_DURATION})\b", re.IGNOREC
 _BUCKET_HEADER = re.compile(r"(?:x|x-amzn|anthropic)-(?:ratelimit|tokenlimit)(?:-[a-z0-9_-]+)?")
 
 _SHOULD_RETRY = {"true": True, "false": False}
+# Anthropic's subscription windows: `anthropic-ratelimit-unified-status` and
+# per window (`-5h-status`, `-7d-status`, …), each with its `-reset` (epoch seconds).
+_WINDOW_STATUS = re.compile(r"anthropic-ratelimit-unified(?:-[a-z0-9_]+)?-status")
 
 
 def _largest(values: list[float | None]) -> float | None:
@@ -140,6 +144,15 @@ def _exhausted_resets(h: Mapping[str, str], now: float) -> Iterator[float]:
             yield reset
 
 
+def _window_resets(h: Mapping[str, str], now: float) -> Iterator[float]:
+    """The reset of every subscription window that refused the credential."""
+    for name, value in h.items():
+        if _WINDOW_STATUS.fullmatch(name) and value.strip().lower() == "rejected":
+            reset = h.get(name.removesuffix("-status") + "-reset")
+            if reset is not None and (seconds := parse_reset(reset, now)) is not None:
+                yield seconds
+
+
 def _lower(headers: Mapping[Any, Any]) -> dict[str, str]:
     """Header names in any case; non-string entries (from JSON bodies) are dropped."""
     return {k.lower(): v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
@@ -199,4 +212,5 @@ def parse_hints(headers: Mapping[str, str], error: ErrorRecord | None, now: floa
         should_retry=_SHOULD_RETRY.get(h.get("x-should-retry", "").strip().lower()),
         exhausted_reset=_largest([r for hs in header_sets for r in _exhausted_resets(hs, now)]),
         per_day=any(_is_per_day(error) for error in errors),
+        window_reset=_largest(list(_window_resets(h, now))),
     )

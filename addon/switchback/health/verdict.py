@@ -152,7 +152,7 @@ def judge(outcome: Outcome, now: float) -> Verdict:
         if isinstance(info.raw, dict) and info.raw.get("error") is not None:
             if endpoint_missing(200, info):
                 return Verdict(Action.SWITCH_PROTOCOL, Reason.ENDPOINT_MISSING, hints=hints)
-            if not ({"choices", "output"} & info.raw.keys()):
+            if not ({"choices", "output", "content"} & info.raw.keys()):
                 return _stream_error(info, hints)
         return Verdict(Action.DELIVER, Reason.OK, hints=hints)
     if 300 <= status < 400:  # a misrouted base URL, a login page: no answer
@@ -171,7 +171,9 @@ def judge(outcome: Outcome, now: float) -> Verdict:
         # x-should-retry: false is the server saying waiting will not help. Gemini
         # says "quota" and "billing" for per-minute limits too: its quota ids decide.
         worded = _QUOTA.search(info.text) and b"QuotaFailure" not in outcome.body
-        if status == 402 or hints.per_day or hints.should_retry is False or worded:
+        # A subscription window spent (Anthropic's unified limits) is the credential's.
+        if status == 402 or hints.per_day or hints.should_retry is False or worded \
+                or hints.window_reset is not None:
             return Verdict(Action.NEXT_KEY, Reason.QUOTA, Cooldown(Scope.KEY, long=True), hints,
                            no_retry=True)
         # Rate limits are per model at OpenAI, Anthropic and Gemini: the key still
@@ -215,6 +217,8 @@ def _stream_error(info: ErrorRecord, hints: Hints) -> Verdict:
         return Verdict(Action.PASS_THROUGH, Reason.CONTEXT_LENGTH, hints=hints)
     if info.type == "invalid_request_error":
         return Verdict(Action.PASS_THROUGH, Reason.CLIENT_ERROR, hints=hints)
+    if info.type == "overloaded_error":  # Anthropic's 529, as an event: platform load
+        return Verdict(Action.NEXT_PROVIDER, Reason.OVERLOADED, Cooldown(Scope.MODEL), hints)
     if hints.per_day or _QUOTA.search(info.text):
         return Verdict(Action.NEXT_KEY, Reason.QUOTA, Cooldown(Scope.KEY, long=True), hints,
                        no_retry=True)

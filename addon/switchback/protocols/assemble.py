@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..jsonsafe import loads
-from ..vocabulary import ENDPOINTS, Protocol
+from ..vocabulary import Protocol
 from .kinds import event_type, is_done
 from .sse import SseParser
 from .translate_request import text_of
-from .usage import Usage, answer_usage
+from . import messages
+from .spec import SPECS, spec
+from .usage import Usage
 
 RULE = "──"
 
@@ -117,7 +119,7 @@ class ChatReader(Reader):
         return said
 
     def whole(self, answer: dict, into: Assembled) -> None:
-        into.model, into.usage = answer.get("model"), answer_usage(self.protocol, answer)
+        into.model, into.usage = answer.get("model"), spec(self.protocol).answer_usage(answer)
         choices = answer.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else {}
         message = choice.get("message") or {}
@@ -131,7 +133,7 @@ class ChatReader(Reader):
               calls: dict[Any, ToolCall]) -> None:
         into.model = into.model or payload.get("model")
         into.error = _error(payload) or into.error
-        into.usage = answer_usage(self.protocol, payload) or into.usage
+        into.usage = spec(self.protocol).answer_usage(payload) or into.usage
         for choice in payload.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # only the first choice is shown (as the translators carry it)
@@ -184,7 +186,7 @@ class ResponsesReader(Reader):
         return said
 
     def whole(self, answer: dict, into: Assembled) -> None:
-        into.model, into.usage = answer.get("model"), answer_usage(self.protocol, answer)
+        into.model, into.usage = answer.get("model"), spec(self.protocol).answer_usage(answer)
         into.error = _error({"error": answer.get("error")}) if answer.get("error") else None
         for item in answer.get("output") or ():
             self._item(item, into)
@@ -207,7 +209,7 @@ class ResponsesReader(Reader):
         elif isinstance(payload.get("response"), dict):  # created, …, completed, failed
             response = payload["response"]
             into.model = response.get("model") or into.model
-            into.usage = answer_usage(self.protocol, response) or into.usage
+            into.usage = spec(self.protocol).answer_usage(response) or into.usage
             if kind in ("response.completed", "response.incomplete", "response.failed"):
                 into.finish = _status(response)
                 if response.get("error"):
@@ -249,14 +251,86 @@ def _call_said(call: ToolCall) -> Said:
                              f"{_pretty(call.arguments)}")
 
 
+class MessagesReader(Reader):
+    protocol = Protocol.MESSAGES
+
+    def conversation(self, body: dict) -> list[Said]:
+        system = body.get("system")
+        said = [Said("system", text_of(system))] if system else []
+        for message in body.get("messages") or ():
+            if isinstance(message, dict):
+                said += self._turn(str(message.get("role") or "?"), message.get("content"))
+        return said
+
+    def _turn(self, role: str, content: Any) -> list[Said]:
+        if not isinstance(content, list):
+            return [Said(role, text_of(content))]
+        said: list[Said] = []
+        for block in content:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text":
+                said.append(Said(role, str(block.get("text") or "")))
+            elif kind == "thinking":
+                said.append(Said("reasoning", str(block.get("thinking") or "")))
+            elif kind == "redacted_thinking":
+                said.append(Said("reasoning", "(redacted)"))
+            elif kind == "tool_use":
+                said.append(_call_said(ToolCall(str(block.get("name", "?")),
+                                                json.dumps(block.get("input")),
+                                                str(block.get("id", "")))))
+            elif kind == "tool_result":
+                said.append(Said("tool result", f"[{block.get('tool_use_id', '')}] "
+                                                f"{text_of(block.get('content'))}"))
+            elif kind is not None:
+                said.append(Said(role, f"[{kind}]"))
+        return said
+
+    def whole(self, answer: dict, into: Assembled) -> None:
+        into.model, into.usage = answer.get("model"), spec(self.protocol).answer_usage(answer)
+        for block in answer.get("content") or ():
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text":
+                into.text += str(block.get("text") or "")
+            elif kind == "thinking":
+                into.reasoning += str(block.get("thinking") or "")
+            elif kind == "tool_use":
+                into.tool_calls.append(ToolCall(str(block.get("name", "?")),
+                                                json.dumps(block.get("input")),
+                                                str(block.get("id", ""))))
+        into.finish = answer.get("stop_reason")
+
+    def event(self, kind: str | None, payload: dict, into: Assembled,
+              calls: dict[Any, ToolCall]) -> None:
+        into.error = _error(payload) or into.error
+        into.usage = messages.reported_usage(payload, into.usage)
+        if kind == "message_start" and isinstance(payload.get("message"), dict):
+            into.model = payload["message"].get("model") or into.model
+        block = payload.get("content_block")
+        if kind == "content_block_start" and isinstance(block, dict) \
+                and block.get("type") == "tool_use":
+            calls[payload.get("index", 0)] = ToolCall(str(block.get("name", "?")), "",
+                                                      str(block.get("id", "")))
+        delta = payload.get("delta")
+        if not isinstance(delta, dict):
+            return
+        if kind == "content_block_delta":
+            into.text += str(delta.get("text") or "")
+            into.reasoning += str(delta.get("thinking") or "")
+            if isinstance(call := calls.get(payload.get("index", 0)), ToolCall):
+                call.arguments += str(delta.get("partial_json") or "")
+        elif kind == "message_delta":
+            into.finish = delta.get("stop_reason") or into.finish
+
+
 READERS: dict[Protocol, Reader] = {reader.protocol: reader
-                                   for reader in (ChatReader(), ResponsesReader())}
+                                   for reader in (ChatReader(), ResponsesReader(),
+                                                  MessagesReader())}
 
 
 def protocol_of(path: str) -> Protocol | None:
     """The protocol an endpoint path speaks (`…/v1/chat/completions`), if any."""
     path = path.partition("?")[0].rstrip("/")
-    return next((p for p, suffix in ENDPOINTS.items() if path.endswith(suffix)), None)
+    return next((p for p, s in SPECS.items() if path.endswith(s.path) and p in READERS), None)
 
 
 def is_stream(body: bytes) -> bool:

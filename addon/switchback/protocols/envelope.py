@@ -6,9 +6,17 @@ code}}` — so an SDK raises its usual exception with Switchback's words."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol as Interface
 
 JSON_TYPE = ("content-type", "application/json")
+
+
+class Envelope(Interface):
+    """An error answer's bytes in one protocol's envelope; `kind` is said in
+    OpenAI's words, which every envelope maps to its own."""
+
+    def __call__(self, message: str, kind: str, code: str | None = None,
+                 param: str | None = None) -> bytes: ...
 
 
 def error_object(message: str, kind: str, code: str | None = None,

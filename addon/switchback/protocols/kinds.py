@@ -1,6 +1,7 @@
 """What one upstream SSE event means, per protocol: the first-chunk gate's
-reading of a stream's head, the event types both protocols' shapers and
-translators agree on, and which blocks a client's parser can read at all.
+reading of a stream's head for chat and Responses, the event types their
+shapers and translators agree on, and which blocks a client's parser can
+read at all. `spec` says which reader belongs to which protocol.
 
 The gate commits only on events that show the answer has started — content,
 a tool call, a refusal, reasoning, or a clean end. Everything else before
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 
-from ..vocabulary import Protocol
 from .sse import Event
 
 
@@ -103,16 +104,16 @@ def event_type(event: Event) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def classify(protocol: Protocol, event: Event) -> Signal:
-    """Read one event at the head of a stream."""
+def classify(read: Callable[[Event], Signal], event: Event) -> Signal:
+    """Read one event at the head of a stream with its protocol's `read`,
+    which sees only events with data."""
     if event.data is None:  # a comment, keepalive or a name without data
         return Signal.ERROR if event.name == "error" else Signal.HOLD
-    if protocol is Protocol.CHAT:
-        return _chat(event)
-    return _responses(event)
+    return read(event)
 
 
-def _chat(event: Event) -> Signal:
+def chat_signal(event: Event) -> Signal:
+    """A chat chunk at the head of a stream."""
     if is_done(event):
         return Signal.END
     payload = event.json()
@@ -129,7 +130,8 @@ def _chat(event: Event) -> Signal:
     return Signal.HOLD  # the role chunk, a usage chunk, something new
 
 
-def _responses(event: Event) -> Signal:
+def responses_signal(event: Event) -> Signal:
+    """A Responses event at the head of a stream."""
     if not isinstance(event.json(), dict):
         return Signal.MALFORMED
     kind = event_type(event)

@@ -2,8 +2,8 @@
 
 `Metered` wraps the shaper of every committed stream. It reads the usage
 the provider reports — a chat stream's usage chunk, a Responses stream's
-terminal event — in the upstream's protocol, and counts the answer text
-delivered, so a stream cut before its usage still has an estimate. For a
+terminal event — in the upstream's protocol (its `spec`), and counts the
+answer text delivered, so a stream cut before its usage still has an estimate. For a
 chat client that did not ask for usage, Switchback asked on its behalf; the
 usage chunk and the `"usage":null` fields that come with it are taken out
 again, so the client sees the stream it asked for. Pure.
@@ -14,22 +14,12 @@ from __future__ import annotations
 import re
 
 from ..vocabulary import Protocol
-from .kinds import RESPONSES_TERMINAL, event_type
 from .shapers import StreamShaper
+from .spec import spec
 from .sse import Event
-from .usage import USAGE_OBJECT, Usage, answer_usage, parse_usage, tokens_of_bytes
+from .usage import USAGE_OBJECT, Usage, tokens_of_bytes
 
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null\b|"usage"\s*:\s*null\s*,')
-# A JSON string's body, unrolled and possessive: one tight loop per run of
-# plain bytes, a step per escape, and no backtracking state kept per byte (an
-# alternation per byte kept ~140 bytes of it per byte: seconds and a GB for a
-# 10 MB event).
-_STRING = rb'"([^"\\]*+(?:\\.[^"\\]*+)*+)"'
-# The answer's own text in an upstream event: deltas, tool arguments, refusals, reasoning.
-_TEXT = {Protocol.CHAT: re.compile(rb'"(?:content|arguments|refusal|reasoning_content|reasoning)"'
-                                   rb'\s*:\s*' + _STRING),
-         Protocol.RESPONSES: re.compile(rb'"delta"\s*:\s*' + _STRING)}
-
 
 # An event larger than this is counted whole, unscanned: its text is only an
 # estimate's input, and scanning it would stall every other stream (60-90 ms
@@ -44,7 +34,8 @@ class Metered:
         self.inner, self.upstream, self.hide_usage = inner, upstream, hide_usage
         self.usage: Usage | None = None  # as the provider reported it
         self.text_bytes = 0  # of answer text delivered
-        self._text = _TEXT[upstream]
+        self._spec = spec(upstream)
+        self._text = self._spec.answer_text
 
     @property
     def complete(self) -> bool:
@@ -83,10 +74,5 @@ class Metered:
         payload = event.json()
         if not isinstance(payload, dict):
             return False
-        if self.upstream is Protocol.CHAT:
-            usage = parse_usage(Protocol.CHAT, payload.get("usage"), payload.get("model"))
-            self.usage = usage or self.usage
-            return usage is not None and not payload.get("choices")
-        if event_type(event) in RESPONSES_TERMINAL:
-            self.usage = answer_usage(Protocol.RESPONSES, payload.get("response")) or self.usage
-        return False
+        self.usage, only = self._spec.stream_usage(event, payload, self.usage)
+        return only

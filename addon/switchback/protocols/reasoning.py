@@ -13,7 +13,7 @@ candidate could not read. Pure.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,21 +43,19 @@ class Sifted:
     body: dict[str, Any]
     left_out: int  # sealed items produced elsewhere
     unknown: int  # sealed items whose producer Switchback does not know (sent as they are)
+    also: str = ""  # what else leaving them out changed in the request, for the trail
 
 
-def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
-         keep_unknown: bool = True) -> Sifted:
-    """`body` for candidate `to`: sealed reasoning items that another
-    candidate produced are left out of `input`; items whose producer is not
-    known go as sent (`keep_unknown`), or are left out too (after a refusal).
-    `producers` maps the marks Switchback knows to their producers."""
-    items = body.get("input")
-    if not isinstance(items, list):
-        return Sifted(dict(body), 0, 0)
+def sift_items(items: list[Any], producers: Mapping[str, str], to: str, keep_unknown: bool,
+               mark_of: Callable[[Any], str | None]) -> tuple[list[Any], int, int]:
+    """`items` for candidate `to`, with how many were left out and how many
+    of unknown producer kept: a sealed item (one `mark_of` marks) another
+    candidate produced is left out; one whose producer is not known goes as
+    sent (`keep_unknown`), or is left out too (after a refusal)."""
     kept: list[Any] = []
     left_out = unknown = 0
     for item in items:
-        found = mark(item)
+        found = mark_of(item)
         producer = producers.get(found) if found is not None else None
         if found is None or producer == to:
             kept.append(item)
@@ -66,6 +64,17 @@ def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
             kept.append(item)
         else:
             left_out += 1
+    return kept, left_out, unknown
+
+
+def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
+         keep_unknown: bool = True) -> Sifted:
+    """`body` for candidate `to`: its `input` sifted (`sift_items`).
+    `producers` maps the marks Switchback knows to their producers."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return Sifted(dict(body), 0, 0)
+    kept, left_out, unknown = sift_items(items, producers, to, keep_unknown, mark)
     if not left_out:
         return Sifted(dict(body), 0, unknown)
     return Sifted({**body, "input": kept}, left_out, unknown)
@@ -101,3 +110,27 @@ def reasoning_items(body: Mapping[str, Any]) -> int:
     if not isinstance(items, list):
         return 0
     return sum(1 for item in items if isinstance(item, dict) and item.get("type") == REASONING)
+
+
+def answer_marks(response: Any) -> list[str]:
+    """The marks of the sealed reasoning a Responses answer produced."""
+    output = response.get("output") if isinstance(response, dict) else None
+    return marks(output if isinstance(output, list) else [])
+
+
+@dataclass(frozen=True)
+class Seals:
+    """A protocol's content that only the account which produced it can read
+    (sealed reasoning, signed thinking): how it is found and left out."""
+
+    marks: Callable[[Mapping[str, Any]], list[str]]  # in a request, to look producers up
+    sift: Callable[[Mapping[str, Any], Mapping[str, str], str, bool], Sifted]
+    produced: Callable[[Any], list[str]]  # in a whole answer (or a stream's `final`)
+    count: Callable[[Mapping[str, Any]], int]  # in a request, dropped when translated
+    refused: Callable[[str], bool]  # an error's words: sealed content not this account's
+    noun: str  # what the trail calls one
+
+
+RESPONSES_SEALS = Seals(sealed_marks, sift, answer_marks, reasoning_items, refused_as_unreadable,
+                        "reasoning item")
+

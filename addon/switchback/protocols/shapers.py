@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol as Interface
 
-from ..vocabulary import Protocol
 from .kinds import (DONE, RESPONSES_PREAMBLE, RESPONSES_TERMINAL, chat_finished, is_done,
                     tracked_type)
 from .envelope import error_object
@@ -128,7 +127,3 @@ class ResponsesPassthrough:
         return encode({"type": "response.failed",
                        "sequence_number": sequence + 1 if isinstance(sequence, int) else 0,
                        "response": response}, "response.failed")
-
-
-def passthrough(protocol: Protocol) -> StreamShaper:
-    return ChatPassthrough() if protocol is Protocol.CHAT else ResponsesPassthrough()

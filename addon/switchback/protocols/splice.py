@@ -26,7 +26,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..vocabulary import Protocol, Rescue
+from ..vocabulary import Rescue
 from .kinds import RESPONSES_END, RESPONSES_PREAMBLE, RESPONSES_TERMINAL, is_done
 from .shapers import StreamShaper, chat_error
 from .sse import Event, SseParser, encode
@@ -889,22 +889,15 @@ class MessagesSplice(Splice):
                       "error")
 
 
-SPLICES: dict[Protocol, type[Splice]] = {Protocol.CHAT: ChatSplice,
-                                         Protocol.RESPONSES: ResponsesSplice}
+def prefilled_messages(body: dict, text: str) -> dict:
+    """A chat or Messages request with `text` as the start of the assistant's answer."""
+    messages = body.get("messages")
+    return {**body, "messages": [*(messages if isinstance(messages, list) else ()),
+                                 {"role": "assistant", "content": text}]}
 
 
-def splice_for(protocol: Protocol) -> Splice | None:
-    """A fresh splice for a client of `protocol`; None when it has none."""
-    made = SPLICES.get(protocol)
-    return made() if made else None
-
-
-def prefilled(protocol: Protocol, body: dict, text: str) -> dict:
-    """The client's request with `text` as the start of the assistant's answer."""
-    if protocol is Protocol.CHAT:
-        messages = body.get("messages")
-        return {**body, "messages": [*(messages if isinstance(messages, list) else ()),
-                                     {"role": "assistant", "content": text}]}
+def prefilled_input(body: dict, text: str) -> dict:
+    """A Responses request with `text` as the start of the assistant's answer."""
     given = body.get("input")
     items = [{"role": "user", "content": given}] if isinstance(given, str) else \
         list(given) if isinstance(given, list) else []

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sse import Event, encode
-from ..vocabulary import Protocol
 from .kinds import (DONE, RESPONSES_END, RESPONSES_ERROR, RESPONSES_PREAMBLE, event_type,
                     is_done)
-from .shapers import BROKEN, StreamShaper, chat_error, passthrough
+from .shapers import BROKEN, StreamShaper, chat_error
 from .translate_request import custom_input
 from .translate_response import (
     assistant_message,
@@ -521,13 +520,3 @@ class ResponsesToChatStream:
     def _error(self, message: str, code: str) -> bytes:
         self.complete = True
         return chat_error(message, code)
-
-
-def shaper(upstream_protocol: Protocol, client_protocol: Protocol, request: dict,
-           response_id: str) -> StreamShaper:
-    """The shaper that turns an upstream stream into what the client speaks."""
-    if upstream_protocol == client_protocol:
-        return passthrough(client_protocol)
-    if client_protocol is Protocol.RESPONSES:
-        return ChatToResponsesStream(request, response_id)
-    return ResponsesToChatStream(request)

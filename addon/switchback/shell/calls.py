@@ -21,6 +21,7 @@ from ..engine.delivery import Committed
 from ..engine.headers import masked
 from ..engine.results import Answer, Result
 from ..protocols.envelope import JSON_TYPE, error_body
+from ..protocols.spec import spec
 from ..recognise import CREDENTIAL_HEADERS, LlmCall, Unreadable, llm_endpoint, read_call
 from ..trail import Trail
 from ..vocabulary import CallOutcome
@@ -144,10 +145,12 @@ class Calls:
 
     def _refuse(self, flow: http.HTTPFlow, call: LlmCall, exceeded: BudgetExceeded,
                 started: float) -> None:
-        """Over budget: OpenAI's own "out of money" answer, which SDKs do not retry."""
+        """Over budget: the protocol's own "out of money" answer (OpenAI's
+        insufficient_quota, Anthropic's billing_error), which SDKs do not retry."""
         refusal = exceeded.refusal
         flow.response = http.Response.make(
-            429, error_body(refusal.message(), "insufficient_quota", "budget_exceeded"),
+            429, spec(call.protocol).error_body(refusal.message(), "insufficient_quota",
+                                                "budget_exceeded"),
             {"content-type": "application/json", "x-should-retry": "false"})
         trail = Trail()
         trail.note(f"budget exceeded ({refusal.principal}, {refusal.budget.label})")

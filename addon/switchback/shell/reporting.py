@@ -86,8 +86,9 @@ class Reporting:
             **bill.figures()}
         served = f" via {by.label}" if by else ""
         if self.announce:
-            logger.info(f"switchback: {call.protocol} {call.model}"
-                        f"{' stream' if call.stream else ''} → {result.outcome}{served}, "
+            kind = " stream" if call.stream else " count_tokens" if call.counting else ""
+            logger.info(f"switchback: {call.protocol} {call.model}{kind}"
+                        f" → {result.outcome}{served}, "
                         f"{len(result.attempts)} attempt(s), {ended - started:.2f}s"
                         f"{', ' + spent if spent else ''}: {result.trail}")
         view = ctx.master.addons.get("view")
