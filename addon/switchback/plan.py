@@ -51,7 +51,8 @@ class Candidate:
     def can_switch(self) -> bool:
         """A provider configured to speak one protocol is never probed, nor
         one whose protocol has none to switch to."""
-        return self.provider.fixed is None and spec(self.protocol).switch is not None
+        return self.provider.fixed is None and spec(self.protocol).switch is not None \
+            and self.url != self.other_url  # (a count of tokens is never switched)
 
     def switched(self) -> Candidate:
         """The same provider, key and model in the protocol switched to."""

@@ -217,18 +217,20 @@ def test_count_tokens_is_a_counting_messages_call_planned_on_messages_providers(
     if "anthropic" in urls:
         assert urls["anthropic"] == url  # the client's own URL, query string kept
     assert not any(c.can_switch for c in planned.candidates)
+    # Counting has no translation: a provider of another protocol is not asked.
     assert planned.skipped == ("chatty skipped (speaks chat: no translation from messages)",)
 
 
-def test_a_messages_call_plans_its_keys_then_messages_fallbacks_and_never_switches():
+def test_a_messages_call_plans_its_keys_then_its_fallbacks_translated_where_need_be():
     config, table, call = call_to("https://api.anthropic.com/v1/messages?beta=true")
     planned = plan(call, config, table)
     assert [(c.provider.name, c.protocol) for c in planned.candidates] == [
-        ("anthropic", MESSAGES), ("anthropic", MESSAGES), ("compat", MESSAGES)]
+        ("anthropic", MESSAGES), ("anthropic", MESSAGES), ("compat", MESSAGES),
+        ("chatty", Protocol.CHAT)]
     assert planned.candidates[0].url == "https://api.anthropic.com/v1/messages?beta=true"
     assert planned.candidates[2].url == "https://compat.example/anthropic/v1/messages"
-    assert not any(c.can_switch for c in planned.candidates)
-    assert planned.skipped == ("chatty skipped (speaks chat: no translation from messages)",)
+    assert not any(c.can_switch for c in planned.candidates)  # all configured to one protocol
+    assert planned.skipped == ()
 
 
 def test_describing_headers_travel_and_the_clients_key_stays_home():
@@ -236,11 +238,15 @@ def test_describing_headers_travel_and_the_clients_key_stays_home():
                ("anthropic-beta", "a,b"), ("content-type", "application/json"),
                ("x-app", "cli")]
     config, table, call = call_to("https://api.anthropic.com/v1/messages", headers)
-    first, _, fallback = plan(call, config, table).candidates
+    first, _, fallback, chatty = plan(call, config, table).candidates
     sent = dict(upstream_headers(call, fallback))
     assert sent == {"anthropic-version": "2023-06-01", "anthropic-beta": "a,b",
                     "content-type": "application/json", "x-api-key": "ck"}
     assert dict(upstream_headers(call, first))["x-api-key"] == "sk-ant-api03-one"
+    # Translated to chat, the call's Messages headers describe nothing there.
+    sent = dict(upstream_headers(call, chatty))
+    assert "anthropic-version" not in sent and "x-api-key" not in sent
+    assert sent["authorization"].startswith("Bearer ")
 
 
 def test_a_missing_anthropic_version_is_supplied():

@@ -420,7 +420,8 @@ class Dispatcher:
                     info.param or None))
             else:
                 answer = Answer(outcome.status or 502,
-                                response_headers(outcome.headers.items(), own), outcome.body)
+                                response_headers(outcome.headers.items(), own),
+                                bridge.error(outcome.body, outcome.status or 502))
             if verdict.reason is Reason.CONTEXT_LENGTH \
                     and self.config.context_fallbacks_for(call.model):
                 # Never this model again; the call goes to the context fallbacks.

@@ -73,6 +73,11 @@ class Bridge:
         return json.dumps(self._translator.answer(upstream, self.request,
                                                   self.response_id)).encode()
 
+    def error(self, body: bytes, status: int) -> bytes:
+        """An upstream error passed to the client, in the client's envelope."""
+        convert = self._translator.error if self.translating else None
+        return body if convert is None else convert(body, status)
+
     def shaper(self) -> Metered:
         inner = self._translator.stream(self.request, self.response_id) if self.translating \
             else spec(self.client).passthrough()

@@ -91,7 +91,8 @@ SPECS: Mapping[Protocol, Spec] = {spec.protocol: spec for spec in (
          credential=messages.credential,
          describing=frozenset({"anthropic-version", "anthropic-beta"}),
          defaults=(("anthropic-version", messages.VERSION),), hosts=("api.anthropic.com",),
-         seals=messages.SEALS, session=messages.session, count_path="/messages/count_tokens",
+         switch=Protocol.CHAT, seals=messages.SEALS, session=messages.session,
+         count_path="/messages/count_tokens",
          splice=MessagesSplice, prefill=prefilled_messages),
 )}
 

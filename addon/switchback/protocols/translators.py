@@ -3,17 +3,26 @@
 A pair with an entry here can be served across protocols: the request is
 translated before it goes out and the answer — whole or streamed — on its
 way back. A pair without one cannot: the plan skips such a candidate, and
-the trail says why. Teaching a new pair is one entry. Pure.
+the trail says why. Teaching a new pair is one entry. Pure, but for the
+time a translated Messages answer is stamped with.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..vocabulary import Protocol
 from .envelope import error_body
+from .messages_errors import to_messages_error_body, to_openai_error_body
+from .messages_request import (chat_to_messages, messages_to_chat, messages_to_responses,
+                               responses_to_messages)
+from .messages_response import (chat_to_messages_response, messages_to_chat_response,
+                                messages_to_responses_response, responses_to_messages_response)
+from .messages_stream import (ChatToMessagesStream, MessagesToChatStream,
+                              messages_to_responses_stream, responses_to_messages_stream)
 from .shapers import StreamShaper
 from .translate_request import Translated, chat_to_responses, responses_to_chat
 from .translate_response import chat_to_responses_response, responses_to_chat_response
@@ -44,25 +53,60 @@ class Translator:
     # (upstream answer, client request, response id) → the client's answer
     stream: Callable[[dict[str, Any], str], StreamShaper]  # (client request, response id)
     response_id: bool = False  # the client's answer carries an id Switchback makes
+    # An upstream error the client gets as it came, in the client's envelope
+    # (body, status → body); None when both share one.
+    error: Callable[[bytes, int], bytes] | None = None
 
 
-def _responses_to_chat(request: dict[str, Any], upstream_host: str) -> Translated:
-    """A conversation behind `previous_response_id` reaches here already
-    replayed into the input (see `history`); one that could not be replayed
-    has no chat form."""
+def _replayed(request: dict[str, Any]) -> dict[str, Any]:
+    """A conversation behind `previous_response_id` reaches a translator
+    already replayed into the input (see `history`); one that could not be
+    replayed has no form in another protocol."""
     if previous := request.get("previous_response_id"):
         raise UnknownResponseId(previous)
-    return responses_to_chat(request, upstream_host=upstream_host)
+    return request
+
+
+def _now() -> int:
+    """When a translated answer was made: Messages answers carry no time."""
+    return int(time.time())
+
+
+def _to_openai_error(body: bytes, status: int) -> bytes:
+    return to_openai_error_body(body)
 
 
 TRANSLATORS: dict[tuple[Protocol, Protocol], Translator] = {
     (Protocol.RESPONSES, Protocol.CHAT): Translator(
-        _responses_to_chat, chat_to_responses_response, ChatToResponsesStream,
-        response_id=True),
+        lambda request, host: responses_to_chat(_replayed(request), upstream_host=host),
+        chat_to_responses_response, ChatToResponsesStream, response_id=True),
     (Protocol.CHAT, Protocol.RESPONSES): Translator(
         lambda request, host: chat_to_responses(request),
         lambda answer, request, response_id: responses_to_chat_response(answer, request),
         lambda request, response_id: ResponsesToChatStream(request)),
+    (Protocol.MESSAGES, Protocol.CHAT): Translator(
+        lambda request, host: messages_to_chat(request, upstream_host=host),
+        lambda answer, request, response_id: chat_to_messages_response(answer, request),
+        lambda request, response_id: ChatToMessagesStream(request),
+        error=to_messages_error_body),
+    (Protocol.MESSAGES, Protocol.RESPONSES): Translator(
+        lambda request, host: messages_to_responses(request),
+        lambda answer, request, response_id: responses_to_messages_response(answer, request),
+        lambda request, response_id: responses_to_messages_stream(request),
+        error=to_messages_error_body),
+    (Protocol.CHAT, Protocol.MESSAGES): Translator(
+        lambda request, host: chat_to_messages(request),
+        lambda answer, request, response_id: messages_to_chat_response(answer, request,
+                                                                       created=_now()),
+        lambda request, response_id: MessagesToChatStream(request, created=_now()),
+        error=_to_openai_error),
+    (Protocol.RESPONSES, Protocol.MESSAGES): Translator(
+        lambda request, host: responses_to_messages(_replayed(request)),
+        lambda answer, request, response_id: messages_to_responses_response(
+            answer, request, response_id, created=_now()),
+        lambda request, response_id: messages_to_responses_stream(request, response_id,
+                                                                   created=_now()),
+        response_id=True, error=_to_openai_error),
 }
 
 
