@@ -13,6 +13,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from .protocols.spec import SPECS, by_path
+from .protocols.translators import translator
 from .vocabulary import AUTO, Protocol, Rescue
 
 
@@ -95,14 +96,18 @@ class ProviderTable:
 
     def match(self, url: str) -> Endpoint | None:
         """The LLM endpoint a URL under a known base URL is (a protocol
-        recognised only on some hosts: there, or where configured)."""
+        recognised only on some hosts: there, or where configured). A call a
+        provider configured for another protocol could not be translated to
+        is none: it passes through as it came."""
         for provider, rest in self.under(url):
             found = by_path(rest)
             if found is None:
                 continue
             protocol, counting = found
-            hosts = SPECS[protocol].hosts
-            if hosts is None or provider.fixed is protocol or provider.origin[1] in hosts:
+            fixed, hosts = provider.fixed, SPECS[protocol].hosts
+            if fixed is not None and fixed is not protocol and translator(protocol, fixed) is None:
+                continue
+            if hosts is None or fixed is protocol or provider.origin[1] in hosts:
                 return Endpoint(provider, protocol, counting)
         return None
 

@@ -195,6 +195,7 @@ RECOGNISED = [
     ("https://compat.example/anthropic/v1/messages", MESSAGES),
     ("https://api.openai.com/v1/messages", None),  # not a Messages provider
     ("https://chatty.example/v1/messages", None),
+    ("https://compat.example/anthropic/v1/chat/completions", None),  # messages there: as it came
     ("https://api.anthropic.com/v1/chat/completions", Protocol.CHAT),
 ]
 
