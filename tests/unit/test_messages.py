@@ -195,7 +195,8 @@ RECOGNISED = [
     ("https://compat.example/anthropic/v1/messages", MESSAGES),
     ("https://api.openai.com/v1/messages", None),  # not a Messages provider
     ("https://chatty.example/v1/messages", None),
-    ("https://compat.example/anthropic/v1/chat/completions", None),  # messages there: as it came
+    # A chat call to a Messages-only provider: recognised, and translated there.
+    ("https://compat.example/anthropic/v1/chat/completions", Protocol.CHAT),
     ("https://api.anthropic.com/v1/chat/completions", Protocol.CHAT),
 ]
 
@@ -230,7 +231,10 @@ def test_a_messages_call_plans_its_keys_then_its_fallbacks_translated_where_need
         ("chatty", Protocol.CHAT)]
     assert planned.candidates[0].url == "https://api.anthropic.com/v1/messages?beta=true"
     assert planned.candidates[2].url == "https://compat.example/anthropic/v1/messages"
-    assert not any(c.can_switch for c in planned.candidates)  # all configured to one protocol
+    # Anthropic's own endpoint found missing: the same candidate is tried on chat.
+    assert [c.can_switch for c in planned.candidates] == [True, True, False, False]
+    assert planned.candidates[0].switched().url == \
+        "https://api.anthropic.com/v1/chat/completions?beta=true"  # its query kept
     assert planned.skipped == ()
 
 
