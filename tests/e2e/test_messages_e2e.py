@@ -153,9 +153,11 @@ def test_thinking_key_one_signed_is_not_sent_to_key_two(setup):
     assert "left out 1 thinking block(s)" in running.log_line("left out")
 
 
-def test_a_stream_broken_after_commit_ends_in_an_error_the_sdk_raises(setup):
+def test_a_stream_broken_after_commit_nobody_continues_ends_in_an_error_the_sdk_raises(setup):
     primary, backup, running, client = setup
-    primary.script(Reply(cut_after=5))
+    # Cut after its first words; the other key and the fallback cannot continue it.
+    primary.script(Reply(cut_after=5), Reply(status=529, body=OVERLOADED))
+    backup.script(Reply(status=529, body=OVERLOADED))
     with pytest.raises(anthropic.APIStatusError) as raised:
         with client.messages.stream(**ask()) as stream:
             for _ in stream:
@@ -231,3 +233,18 @@ def test_count_tokens_goes_to_a_configured_key_and_costs_nothing(setup):
     after = samples(running.status_port)
     assert {k: v for k, v in after.items() if k.startswith("switchback_tokens_total")} == \
         {k: v for k, v in before.items() if k.startswith("switchback_tokens_total")}
+
+
+def test_a_stream_cut_mid_answer_is_continued_on_the_other_key_whole(setup):
+    primary, backup, running, client = setup
+    primary.script(Reply(cut_after=5))  # message_start, block, ping, two words
+    with client.messages.stream(**ask()) as stream:
+        texts = [e.delta.text for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert "".join(texts) == "hello from anthropic" == final.content[0].text
+    assert final.stop_reason == "end_turn" and len(final.content) == 1
+    # The other key was asked for the rest: the delivered start came back as prefill.
+    last = primary.seen[-1].body["messages"][-1]
+    assert last["role"] == "assistant" and last["content"] == "hello from "
+    line = running.log_line("→ rescued")
+    assert "cut after 5 chunks → anthropic" in line and "continued (prefill, " in line, line

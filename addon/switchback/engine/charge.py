@@ -228,14 +228,15 @@ class Charge:
             return Bill(self.principal, True, usage,
                         self.accounts.cost(served.provider.base_url, served.model, usage))
         # A stream and the rescues that carried it on: each attempt at its own price.
-        usage, cost = Usage(), 0.0
+        usage: Usage | None = None
+        cost: float | None = 0.0
         for piece in (stream, *stream.continued):
             meter = piece.meter
             used = self._usage(meter.usage if meter else None, meter.delivered() if meter else 0)
             base_url, model = piece.priced if piece.priced[0] else (served.provider.base_url,
                                                                     served.model)
             priced = self.accounts.cost(base_url, model, used)
-            usage = usage.plus(used)
+            usage = used if usage is None else usage.plus(used)
             cost = None if cost is None or priced is None else cost + priced
         return Bill(self.principal, True, usage, cost)
 

@@ -72,6 +72,7 @@ class Stop:
     kind: Break
     why: str  # for the client's clean error
     event: Event | None = None  # the provider's error event, held back
+    closed: bool = False  # the upstream closed without its protocol's end
 
 
 class Resumer(Interface):
@@ -221,16 +222,12 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
             last, late = (shape(shaper, ended(parser)), None) if rescue is None \
                 else watched(shaper, ended(parser), upstream)
             stop = stop or late
-        if (stop is None or rescue is not None) and (shaper.complete or rescue is None):
-            answered = shaper.complete
-            yield redact(last + shaper.finish())
-            if answered:
-                completed()
-            else:
-                broke("upstream stream ended before the answer was complete")
-            return
-        stop = stop or Stop(Break.CUT, "upstream stream ended before the answer was complete")
-        if rescue is not None:
+        if rescue is not None and shaper.complete:
+            stop = None  # a break after the answer's end: the client has it whole
+        if stop is None and not shaper.complete:
+            stop = Stop(Break.CUT, "upstream stream ended before the answer was complete",
+                        closed=True)
+        if stop is not None and rescue is not None:
             if last:
                 last = redact(last)
                 rescue.record(last)
@@ -254,6 +251,14 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
             if stop is original and stop.event is not None:
                 last += shape(shaper, [stop.event])  # the provider's own words, as today
             stop = original
+        if stop is None or stop.closed:  # its protocol's own end for either
+            answered = shaper.complete
+            yield redact(last + shaper.finish())
+            if answered:
+                completed()
+            elif stop is not None:
+                broke(stop.why)
+            return
         yield redact(last) + _broken(shaper, stop.why, completed, broke)
     except Exception:  # a bug of ours must still end the client's stream properly
         logger.exception("switchback: error while delivering a stream")

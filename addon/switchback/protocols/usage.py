@@ -40,7 +40,8 @@ class Usage:
         """Both together: a call that took two attempts used what each did."""
         return Usage(self.input + other.input, self.output + other.output,
                      self.cached + other.cached, self.reasoning + other.reasoning,
-                     self.estimated or other.estimated, self.model or other.model)
+                     self.estimated or other.estimated, self.model or other.model,
+                     self.cache_write + other.cache_write)
 
     def kinds(self) -> tuple[tuple[str, int], ...]:
         """(kind, tokens) for the tokens metric."""
