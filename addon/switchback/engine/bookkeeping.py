@@ -185,6 +185,14 @@ class Bookkeeper:
         ctx.failures.append(Failure(verdict, outcome, tuple(response_headers(
             outcome.headers.items(), own_call(ctx.call, candidate)))))
 
+    def streamed(self, ctx: CallContext, candidate: Candidate, final: Any,
+                 dropped: tuple[str, ...]) -> None:
+        """A stream delivered whole: the conversation it ends, and what its
+        translation had no form for."""
+        if dropped:
+            ctx.trail.note(f"dropped {', '.join(dropped)}")
+        self.conversation(ctx, candidate, final)
+
     def conversation(self, ctx: CallContext, candidate: Candidate, response: Any) -> None:
         """What an answer leaves to remember: who produced the sealed content
         in it, and the conversation it ends (Responses), for its follow-ups."""

@@ -368,8 +368,8 @@ class Dispatcher:
             try:
                 committed = exchanged.held.commit(
                     shaper, ctx.redact.bytes, record.response_headers,
-                    lambda: books.conversation(ctx, candidate, shaper.final), candidate.protocol,
-                    meter, rescuer)
+                    lambda: books.streamed(ctx, candidate, shaper.final, meter.dropped),
+                    candidate.protocol, meter, rescuer)
             except Diverged as exc:  # a restart that answers otherwise: not this one's fault
                 books.finish(ctx, candidate, record, f"{Break.REPHRASED} ({exc})")
                 return None
@@ -388,7 +388,10 @@ class Dispatcher:
             return committed
         if verdict.action is Action.DELIVER:
             books.served(ctx, candidate, record, verdict.hints)
+            answered = len(bridge.dropped)
             answer = self._whole_answer(bridge, outcome, own)
+            if bridge.dropped[answered:]:
+                ctx.trail.note(f"dropped {', '.join(bridge.dropped[answered:])}")
             ctx.usage = spec(candidate.protocol).body_usage(outcome.body)
             if spec(call.protocol).seals is not None or spec(call.protocol).conversations:
                 books.conversation(ctx, candidate, loads(answer.body))

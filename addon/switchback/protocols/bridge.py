@@ -70,6 +70,7 @@ class Bridge:
         upstream = loads(body)
         if not isinstance(upstream, dict):
             raise ValueError("the upstream answer is not a JSON object")
+        self.dropped = (*self.dropped, *self._translator.lost(upstream))
         return json.dumps(self._translator.answer(upstream, self.request,
                                                   self.response_id)).encode()
 

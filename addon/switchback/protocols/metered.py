@@ -45,6 +45,11 @@ class Metered:
     def final(self) -> dict | None:
         return self.inner.final
 
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """What a translated stream had no form for (a translator names it)."""
+        return tuple(getattr(self.inner, "dropped", ()))
+
     def feed(self, event: Event) -> bytes:
         raw = event.raw
         if len(raw) > SCANNED:

@@ -19,8 +19,9 @@ from .envelope import error_body
 from .messages_errors import to_messages_error_body, to_openai_error_body
 from .messages_request import (chat_to_messages, messages_to_chat, messages_to_responses,
                                responses_to_messages)
-from .messages_response import (chat_to_messages_response, messages_to_chat_response,
-                                messages_to_responses_response, responses_to_messages_response)
+from .messages_response import (chat_to_messages_response, messages_answer_dropped,
+                                messages_to_chat_response, messages_to_responses_response,
+                                responses_answer_dropped, responses_to_messages_response)
 from .messages_stream import (ChatToMessagesStream, MessagesToChatStream,
                               messages_to_responses_stream, responses_to_messages_stream)
 from .shapers import StreamShaper
@@ -56,6 +57,8 @@ class Translator:
     # An upstream error the client gets as it came, in the client's envelope
     # (body, status → body); None when both share one.
     error: Callable[[bytes, int], bytes] | None = None
+    # What a whole upstream answer loses on the way, for the trail.
+    lost: Callable[[dict[str, Any]], tuple[str, ...]] = lambda answer: ()
 
 
 def _replayed(request: dict[str, Any]) -> dict[str, Any]:
@@ -93,20 +96,20 @@ TRANSLATORS: dict[tuple[Protocol, Protocol], Translator] = {
         lambda request, host: messages_to_responses(request),
         lambda answer, request, response_id: responses_to_messages_response(answer, request),
         lambda request, response_id: responses_to_messages_stream(request),
-        error=to_messages_error_body),
+        error=to_messages_error_body, lost=responses_answer_dropped),
     (Protocol.CHAT, Protocol.MESSAGES): Translator(
         lambda request, host: chat_to_messages(request),
         lambda answer, request, response_id: messages_to_chat_response(answer, request,
                                                                        created=_now()),
         lambda request, response_id: MessagesToChatStream(request, created=_now()),
-        error=_to_openai_error),
+        error=_to_openai_error, lost=messages_answer_dropped),
     (Protocol.RESPONSES, Protocol.MESSAGES): Translator(
         lambda request, host: responses_to_messages(_replayed(request)),
         lambda answer, request, response_id: messages_to_responses_response(
             answer, request, response_id, created=_now()),
         lambda request, response_id: messages_to_responses_stream(request, response_id,
                                                                    created=_now()),
-        response_id=True, error=_to_openai_error),
+        response_id=True, error=_to_openai_error, lost=messages_answer_dropped),
 }
 
 
