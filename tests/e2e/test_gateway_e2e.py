@@ -16,20 +16,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import anthropic
 import httpx
 import openai
 import pytest
 
+from support.fakemessages import COUNT, MESSAGES, RATE_LIMITED
 from support.fakeprovider import CHAT, LIMITED, RESPONSES, FakeProvider, Reply, sse
 from support.proxy import BIN, GUARD, free_port, running_proxy, stop, wait_for_port
 
 K1, K2 = "sk-gateway-key-0001", "sk-gateway-key-0002"
+A1, A2 = "sk-ant-api03-gateway-1", "sk-ant-api03-gateway-2"
 CLIENT_KEY = "sk-client-own-key"
 BACKUP_KEY = "sk-backup-literal"
 CONFIG = """
 providers:
   openai: {{base_url: "{openai}", keys: [{k1}, {k2}]}}
-  anthropic: {{base_url: "{anthropic}"}}
+  anthropic: {{base_url: "{anthropic}", protocol: messages, keys: [{a1}, {a2}]}}
   primary: {{base_url: "{primary}"}}
   backup: {{base_url: "{backup}", keys: [{backup_key}]}}
 fallbacks: {{"*": [backup/*]}}
@@ -41,11 +44,12 @@ ERROR_500 = Reply(status=500, body={"error": {"message": "boom", "type": "server
 def gateway_setup(tmp_path_factory, confdir, server_cert) -> Iterator[SimpleNamespace]:
     """One mitmdump with a gateway for the module, and the four fakes behind it."""
     names = ("openai", "anthropic", "primary", "backup")
-    fakes = {name: FakeProvider(server_cert, name) for name in names}
+    fakes = {name: FakeProvider(server_cert, name, **(
+        {"paths": (MESSAGES, COUNT)} if name == "anthropic" else {})) for name in names}
     for fake in fakes.values():
         fake.__enter__()
     gateway = free_port()
-    config = CONFIG.format(k1=K1, k2=K2, backup_key=BACKUP_KEY,
+    config = CONFIG.format(k1=K1, k2=K2, a1=A1, a2=A2, backup_key=BACKUP_KEY,
                            **{name: fake.base_url for name, fake in fakes.items()})
     try:
         with running_proxy(tmp_path_factory.mktemp("gateway"), confdir, server_cert.ca, config,
@@ -182,23 +186,26 @@ def test_calls_switchback_does_not_recognise_reach_the_right_origin_untouched(gw
     assert "authorization" not in to_anthropic.headers
 
 
-def test_messages_calls_go_to_anthropic(gw):
-    """Claude Code's call, as it sends it to ANTHROPIC_BASE_URL: to the
-    provider named anthropic, with its own credential and headers. (Until
-    Switchback speaks Messages, it passes through; the fake has no such
-    endpoint and says so.)"""
-    headers = {"x-api-key": "sk-ant-own", "anthropic-version": "2023-06-01",
-               "anthropic-beta": "interleaved-thinking-2025-05-14"}
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
-            "messages": [{"role": "user", "content": "hi"}]}
-    with plain_http() as client:
-        answer = client.post(gw.url + "/v1/messages?beta=true", json=body, headers=headers)
-    assert answer.status_code == 404
-    assert answer.json()["error"]["message"] == "Invalid URL (POST /v1/messages)"  # the fake's
-    (seen,) = gw.anthropic.seen
-    assert seen.path == "/v1/messages" and seen.body == body
-    assert {k: seen.headers[k] for k in headers} == headers
+def test_claude_codes_call_fails_over_to_the_other_key_with_no_ca(gw):
+    """Claude Code's call, as it sends it to ANTHROPIC_BASE_URL, through the
+    anthropic SDK given only the gateway's URL: routed to the provider named
+    anthropic, where a 429 on key 1 is served by key 2; the call's own
+    headers travel with it."""
+    gw.anthropic.script(Reply(status=429, headers={"retry-after": "20"},
+                              body=RATE_LIMITED))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-ant-own", max_retries=0,
+                                 default_headers={"anthropic-beta":
+                                                  "interleaved-thinking-2025-05-14"})
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "hello from anthropic"
+    first, second = gw.anthropic.seen
+    assert (first.headers["x-api-key"], second.headers["x-api-key"]) == (A1, A2)
+    assert second.path == "/v1/messages"
+    assert second.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
     assert gw.openai.count() == gw.primary.count() == gw.backup.count() == 0
+    assert "anthropic#" in gw.proxy.log_line("messages claude-sonnet-4-5 stream")
 
 
 def test_a_path_that_names_no_provider_is_answered_by_the_gateway(gw):
