@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from typing import Protocol as Interface
 
-from ..protocols.kinds import Signal, discarded, suspect
+from ..protocols.kinds import Signal, discarded, suspect, suspicious
 from ..protocols.spec import spec
 from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
@@ -144,11 +144,12 @@ def shape(shaper: StreamShaper, events: Iterable[Event]) -> bytes:
 
 
 def first_bytes(head: Head, shaper: StreamShaper, redact: Callable[[bytes], bytes],
-                watch: Protocol | None = None) -> tuple[bytes, Stop | None]:
+                watch: Protocol | None = None, each: bool = False) -> tuple[bytes, Stop | None]:
     """The client's bytes of the held head; with `watch` (the upstream's
     protocol, for a stream that may be rescued) up to an event that says the
-    answer failed after all, and that break."""
-    if watch is None:
+    answer failed after all, and that break. `each`: every event is looked
+    at (a continuation's splice may find it differs)."""
+    if watch is None or not (each or suspicious(head.raw())):
         return redact(shape(shaper, head.held)), None
     out, stop = watched(shaper, head.held, watch)
     return redact(out), stop
@@ -183,17 +184,22 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
                   broke: Callable[[str], None] = lambda why: None,
                   tap: Tap | None = None, rescue: Resumer | None = None,
                   upstream: Protocol = Protocol.CHAT, release: Callable[[], None] = lambda: None,
-                  stopped: Stop | None = None) -> AsyncGenerator[bytes, None]:
+                  stopped: Stop | None = None, each: bool = False
+                  ) -> AsyncGenerator[bytes, None]:
     """The client's bytes of a committed stream after its head. At its end
     exactly one of two runs: `completed` when the client got a whole answer,
     `broke` (with why) when it got its protocol's error instead. A client
     that hangs up first gets neither. With `rescue`, a stream that stops
     short of its answer's end is carried on by another attempt, in the same
     generator (`release` lets go of this one's upstream first). `stopped`:
-    the held head already showed the break."""
+    the held head already showed the break. A read is looked at event by
+    event only when it may hold a break (`kinds.suspicious`, with the bytes
+    around its edges and the rest of a block it left open), or `each` (a
+    continuation's splice may find any event differs)."""
     keep = tap.start() if tap is not None else None
     try:
         stop = stopped
+        edge, open_block = b"", parser.pending  # a read's last bytes; a block it left watched
         try:
             async for chunk in chunks if stop is None else _nothing():
                 if keep is not None:
@@ -202,7 +208,10 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
                 if rescue is None:
                     out = shape(shaper, events)
                 else:
-                    out, stop = watched(shaper, events, upstream)
+                    look = each or open_block or suspicious(edge + chunk)
+                    out, stop = watched(shaper, events, upstream) if look \
+                        else (shape(shaper, events), None)
+                    edge, open_block = chunk[-8:], look and parser.pending
                 if out:
                     out = redact(out)
                     if rescue is not None:

@@ -369,7 +369,7 @@ class Dispatcher:
                 committed = exchanged.held.commit(
                     shaper, ctx.redact.bytes, record.response_headers,
                     lambda: books.streamed(ctx, candidate, shaper.final, meter.dropped),
-                    candidate.protocol, meter, rescuer)
+                    candidate.protocol, meter, rescuer, ctx.resuming is not None)
             except Diverged as exc:  # a restart that answers otherwise: not this one's fault
                 books.finish(ctx, candidate, record, f"{Break.REPHRASED} ({exc})")
                 return None
@@ -446,7 +446,7 @@ class Dispatcher:
         splice = spec(call.protocol).splice
         if not self.config.resume or splice is None or (isinstance(n, int) and n > 1):
             return None
-        return Rescuer(ctx, splice(), ctx.candidates, self._attempt,
+        return Rescuer(ctx, splice, ctx.candidates, self._attempt,
                        lambda c: self._cooling(c) is not None, self.learned.quirks,
                        self.config.budget_output_tokens)
 

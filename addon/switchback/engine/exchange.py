@@ -44,13 +44,14 @@ class Held:
     def commit(self, shaper: StreamShaper, redact: Callable[[bytes], bytes],
                headers: list[tuple[str, str]], completed: Callable[[], None],
                upstream: Protocol, meter: Metered | None = None,
-               rescue: Resumer | None = None) -> Committed:
+               rescue: Resumer | None = None, splicing: bool = False) -> Committed:
         """The stream for the relay: the held head shaped for the client, then
         the rest. ValueError-like failures of the shaper on the head propagate.
         `meter` reads its usage (the shaper itself when it is a `Metered`);
-        `rescue` carries it on if it stops short."""
+        `rescue` carries it on if it stops short; `splicing`: it carries on
+        another (every event is looked at)."""
         first, stop = first_bytes(self.head, shaper, redact,
-                                  upstream if rescue is not None else None)
+                                  upstream if rescue is not None else None, splicing)
         if rescue is not None:
             rescue.record(first)
         made: list[Committed] = []  # the stream, once made: its delivery says how it ended
@@ -61,7 +62,7 @@ class Held:
         tap = Tap(self.head, redact)
         made.append(Committed(200, headers, first,
                               deliver(self.chunks, self.parser, shaper, redact, completed, broke,
-                                      tap, rescue, upstream, self.reply.close, stop),
+                                      tap, rescue, upstream, self.reply.close, stop, splicing),
                               self.reply.close,
                               meter or (shaper if isinstance(shaper, Metered) else None),
                               upstream=tap, rescue=rescue))

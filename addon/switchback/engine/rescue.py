@@ -60,10 +60,13 @@ Attempt = Callable[[CallContext, Candidate], Awaitable["Answer | Committed | Non
 class Rescuer:
     """The rescue of one call's stream."""
 
-    def __init__(self, ctx: CallContext, splice: Splice, candidates: tuple[Candidate, ...],
-                 attempt: Attempt, cooling: Callable[[Candidate], bool], quirks: Quirks,
+    def __init__(self, ctx: CallContext, splice: Callable[[], Splice],
+                 candidates: tuple[Candidate, ...], attempt: Attempt,
+                 cooling: Callable[[Candidate], bool], quirks: Quirks,
                  default_output: int) -> None:
-        self.ctx, self.splice, self.candidates = ctx, splice, candidates
+        self.ctx, self.candidates = ctx, candidates
+        self._splice: Splice | None = None  # made at the first break: most streams have none
+        self._make_splice = splice
         self.attempt, self.cooling, self.quirks = attempt, cooling, quirks
         self.default_output = default_output
         self.prefill = spec(ctx.call.protocol).prefill
@@ -83,6 +86,12 @@ class Rescuer:
     @property
     def original(self) -> Stop | None:
         return self._original
+
+    @property
+    def splice(self) -> Splice:
+        if self._splice is None:
+            self._splice = self._make_splice()
+        return self._splice
 
     def serves(self, stream: Committed, candidate: Candidate, words: str) -> None:
         """`stream` from `candidate` is what the client reads now."""
@@ -105,11 +114,11 @@ class Rescuer:
         none carries it on (the client then gets the original break's error)."""
         ctx, splice = self.ctx, self.splice
         self._original = self._original or stop
-        self._broke(stop)
         if self._recorded is not None:  # the first break: learn what the client has
             splice.catch_up(b"".join(self._recorded))
             self._recorded = None
-        elif self.rescues == 0 and not splice.events:
+        self._broke(stop)
+        if self.rescues == 0 and not splice.events:
             ctx.trail.note("not continued (the answer was too long to keep)")
             return None
         blocker = splice.blocker()
@@ -172,10 +181,7 @@ class Rescuer:
         if serving is None or current is None:
             return
         self.broken.add(serving.owner)
-        count = self.splice.events if self.rescues == 0 and self._recorded is not None \
-            else self.splice.continued
-        if self._recorded is not None:  # not learned yet: count what the client has
-            count = sum(block.count(b"data:") for block in self._recorded)
+        count = self.splice.continued if self.rescues else self.splice.events
         words = f"{self.words})" if self.rescues else self.words
         self.ctx.trail.steps[self.step] = f"{words} {stop.kind} after {count} chunks"
         meter = current.meter

@@ -73,6 +73,19 @@ def whole(event: Event) -> bool:
     return is_done(event) or event.json() is not None
 
 
+# Data that does not start as JSON (or `[DONE]`). Searched from its literal
+# start alone (a leading line-start alternation makes the engine try every
+# byte: 30 µs per 3 KB read); "data:" inside a text only costs a closer look.
+_NOT_JSON = re.compile(rb"data:(?! ?[{\[])")
+
+
+def suspicious(raw: bytes) -> bool:
+    """Bytes of a stream (a read, or a held head) that may hold an event
+    saying the answer failed: found in one pass in C, so a read without one
+    costs no look at each of its events (`suspect` does that)."""
+    return b"error" in raw or _NOT_JSON.search(raw) is not None
+
+
 def suspect(event: Event) -> bool:
     """An event that may say a committed stream failed — it mentions an
     error, or its data is not JSON — read off its bytes; `classify` decides."""

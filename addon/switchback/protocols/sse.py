@@ -124,6 +124,11 @@ class SseParser:
             raise EventTooLarge(f"an event grew past {self._limit} bytes without ending")
         return events
 
+    @property
+    def pending(self) -> bool:
+        """Part of a block is held, waiting for the rest."""
+        return bool(self._buffer)
+
     def close(self) -> Event | None:
         """The bytes left when the stream ended, as a final block (None if none)
         — a stream may end without a blank line after its last event."""
