@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.engine import Clock, upstream, wire
+from support.engine import Clock, ScriptedReply, ScriptedTransport, upstream, wire
 from support.fakeprovider import chat_events, response_events, sse, sse_bytes
 from support.loopserver import LoopServer, Script, Seen
 from switchback.engine.delivery import Committed
@@ -295,3 +295,53 @@ def test_without_resume_or_with_several_choices_the_cut_is_the_clients_to_see(
             assert result.outcome is CallOutcome.BROKEN
             assert not [s for s in server.seen if "/backup/" in s.path]
     asyncio.run(go())
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(1, 4000), max_size=12), how=st.sampled_from(["error", "garbage"]))
+def test_an_error_or_garbage_after_commit_is_caught_however_the_reads_split_it(
+        cuts: list[int], how: str) -> None:
+    """A read is looked at event by event only when its bytes may hold a
+    break: an error event or garbage split over reads anywhere — "err" in one,
+    "or" in the next; a block begun in a read that looked suspicious and ended
+    in one that does not — is still caught, and never reaches the client."""
+    stream = answer_stream(CHAT, TEXT, usage=False)
+    at = stream.index(b"lazy")
+    boundary = stream.rfind(b"\n\n", 0, at) + 2
+    bad = sse({"error": {"message": "overloaded", "type": "server_error"}}) if how == "error" \
+        else b"data: <html>oops</html>\n\n"
+    sent = stream[:boundary] + bad
+    points = sorted({c % len(sent) for c in cuts} | {0, len(sent)})
+    pieces = [sent[a:b] for a, b in zip(points, points[1:]) if b > a]
+    backup = ScriptedReply(200, [answer_stream(CHAT, TEXT[len(delivered_text(
+        stream[:boundary])):], usage=False)])
+    dispatcher = wire("""
+providers:
+  primary: {base_url: "https://primary.example/v1"}
+  backup: {base_url: "https://backup.example/v1", keys: [sk-backup-0001]}
+fallbacks: {"*": [backup/*]}
+""", Clock(), ScriptedTransport(ScriptedReply(200, pieces), backup))
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    call = recognise("POST", "https://primary.example/v1/chat/completions",
+                     [("authorization", "Bearer sk-client-0001")], json.dumps(body).encode(),
+                     dispatcher.table)
+
+    async def go() -> tuple[Result, bytes]:
+        result = await dispatcher.run(call)
+        delivery = result.delivery
+        assert isinstance(delivery, Committed)
+        got = delivery.first + b"".join([chunk async for chunk in delivery.rest])
+        await delivery.aclose()
+        result.conclude()
+        return result, got
+    result, got = asyncio.run(go())
+    answer = one_answer(CHAT, got)
+    assert answer.error is None and answer.text == TEXT, (answer, str(result.trail))
+    assert b"overloaded" not in got and b"oops" not in got
+    assert result.outcome is CallOutcome.RESCUED
+
+
+def delivered_text(stream: bytes) -> str:
+    answer = assemble(CHAT, stream)
+    assert answer is not None
+    return answer.text
