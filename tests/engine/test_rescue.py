@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -87,6 +88,18 @@ def broken(protocol: Protocol, how: str, at: int, body: dict) -> Script:
     return Script.sse([stream[:boundary] + sse(error)])
 
 
+def breaking(client: Protocol, how: str, at: int, backup: str,
+             upstream: Protocol | None = None) -> Callable[[Seen], Script]:
+    """The fakes' side: the addressed provider breaks `how` at byte `at`,
+    the backup answers as its kind does, in `upstream` (default: the client's)."""
+    def handler(seen: Seen) -> Script:
+        body = json.loads(seen.body)
+        if "/primary/" in seen.path:
+            return broken(client, how, at, body)
+        return backup_answer(backup, upstream or client, body)
+    return handler
+
+
 def setup(server: LoopServer, backup: str, backup_protocol: Protocol, extra: str = ""
           ) -> Dispatcher:
     continuation = "restart" if backup == "rephrases" else "prefill"
@@ -151,11 +164,7 @@ def test_whatever_the_cut_the_client_gets_the_whole_answer_or_its_part_and_a_cle
     upstream = (RESPONSES if client is CHAT else CHAT) if translated else client
     at = data.draw(st.integers(0, len(answer_stream(client, TEXT))), label="break at byte")
 
-    def handler(seen: Seen) -> Script:
-        body = json.loads(seen.body)
-        if "/primary/" in seen.path:
-            return broken(client, how, at, body)
-        return backup_answer(backup, upstream, body)
+    handler = breaking(client, how, at, backup, upstream)
 
     async def go() -> None:
         async with LoopServer(handler) as server:
@@ -177,11 +186,7 @@ def test_a_cut_continued_by_prefill_is_one_answer_named_rescued_in_the_trail(
     stream = answer_stream(client, TEXT)
     at = stream.index(b"lazy")  # mid-answer
 
-    def handler(seen: Seen) -> Script:
-        body = json.loads(seen.body)
-        if "/primary/" in seen.path:
-            return broken(client, "cut", at, body)
-        return backup_answer("prefill", client, body)
+    handler = breaking(client, "cut", at, "prefill")
 
     async def go() -> None:
         async with LoopServer(handler) as server:
@@ -206,11 +211,7 @@ def test_a_refused_prefill_is_learned_and_never_reaches_the_client() -> None:
     stream = answer_stream(CHAT, TEXT)
     at = stream.index(b"lazy")
 
-    def handler(seen: Seen) -> Script:
-        body = json.loads(seen.body)
-        if "/primary/" in seen.path:
-            return broken(CHAT, "cut", at, body)
-        return backup_answer("refuses", CHAT, body)
+    handler = breaking(CHAT, "cut", at, "refuses")
 
     async def go() -> None:
         async with LoopServer(handler) as server:
@@ -240,11 +241,7 @@ def test_a_stall_or_an_error_event_after_commit_is_rescued_too(how: str) -> None
     stream = answer_stream(CHAT, TEXT)
     at = stream.index(b"lazy")
 
-    def handler(seen: Seen) -> Script:
-        body = json.loads(seen.body)
-        if "/primary/" in seen.path:
-            return broken(CHAT, how, at, body)
-        return backup_answer("prefill", CHAT, body)
+    handler = breaking(CHAT, how, at, "prefill")
 
     async def go() -> None:
         async with LoopServer(handler) as server:
@@ -264,11 +261,7 @@ def test_without_resume_or_with_several_choices_the_cut_is_the_clients_to_see(
     stream = answer_stream(CHAT, TEXT)
     at = stream.index(b"lazy")
 
-    def handler(seen: Seen) -> Script:
-        body = json.loads(seen.body)
-        if "/primary/" in seen.path:
-            return broken(CHAT, "cut", at, body)
-        return backup_answer("prefill", CHAT, body)
+    handler = breaking(CHAT, "cut", at, "prefill")
 
     async def go() -> None:
         async with LoopServer(handler) as server:
