@@ -4,8 +4,9 @@ loop and upstream client against raw-byte fakes on loopback.
 The addressed provider streams a recorded answer and breaks at any byte —
 the connection cut, a stall past `timeouts.idle`, an error event — and the
 backup continues it: one that honours prefill, one that refuses prefill (its
-restart repeats the answer), one that rephrases. Both protocols, and both
-translation directions. Whatever the cut, the client's assembled answer is
+restart repeats the answer), one that rephrases. Every client protocol
+(chat, Responses, Messages) with a backup of every protocol: the same, or
+translated either way. Whatever the cut, the client's assembled answer is
 the whole answer, or (only from the rephrasing backup) what it already had
 and a clean error; never anything else.
 """
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.engine import Clock, ScriptedReply, ScriptedTransport, upstream, wire
+from support.fakemessages import OVERLOADED, message_events
 from support.fakeprovider import chat_events, response_events, sse, sse_bytes
 from support.loopserver import LoopServer, Script, Seen
 from switchback.engine.delivery import Committed
@@ -33,7 +35,7 @@ from switchback.protocols.sse import SseParser
 from switchback.recognise import recognise
 from switchback.vocabulary import CallOutcome, Protocol, Quirk
 
-CHAT, RESPONSES = Protocol.CHAT, Protocol.RESPONSES
+CHAT, RESPONSES, MESSAGES = Protocol.CHAT, Protocol.RESPONSES, Protocol.MESSAGES
 TEXT = "The quick brown fox jumps over the lazy dog and héllo 你好 🎉 once more"
 REPHRASED = "A fast brown fox leaps over a sleepy dog"
 REFUSAL = {"error": {"message": "This model does not support assistant message prefill. "
@@ -46,6 +48,8 @@ BREAKS = ("cut", "stall", "error")
 def answer_stream(protocol: Protocol, text: str, usage: bool = True) -> bytes:
     if protocol is CHAT:
         return sse_bytes(chat_events("m", text, usage=usage))
+    if protocol is MESSAGES:
+        return sse_bytes(message_events("m", text))
     return sse_bytes(response_events("m", text, rid="resp_primary"))
 
 
@@ -82,9 +86,9 @@ def broken(protocol: Protocol, how: str, at: int, body: dict) -> Script:
     if how == "stall":
         return Script.sse([stream[:at], stream[at:]], pause=30.0)
     boundary = stream.rfind(b"\n\n", 0, at) + 2 if stream.rfind(b"\n\n", 0, at) >= 0 else 0
-    error = {"type": "error", "code": "server_error", "message": "overloaded"} \
-        if protocol is RESPONSES else {"error": {"message": "overloaded",
-                                                 "type": "server_error"}}
+    error = {RESPONSES: {"type": "error", "code": "server_error", "message": "overloaded"},
+             MESSAGES: OVERLOADED}.get(protocol, {"error": {"message": "overloaded",
+                                                            "type": "server_error"}})
     return Script.sse([stream[:boundary] + sse(error)])
 
 
@@ -100,12 +104,12 @@ def breaking(client: Protocol, how: str, at: int, backup: str,
     return handler
 
 
-def setup(server: LoopServer, backup: str, backup_protocol: Protocol, extra: str = ""
-          ) -> Dispatcher:
+def setup(server: LoopServer, backup: str, backup_protocol: Protocol, extra: str = "",
+          client: Protocol = CHAT) -> Dispatcher:
     continuation = "restart" if backup == "rephrases" else "prefill"
     return wire(f"""
 providers:
-  primary: {{base_url: "{server.base_url}/primary"}}
+  primary: {{base_url: "{server.base_url}/primary", protocol: {client}}}
   backup: {{base_url: "{server.base_url}/backup", keys: [sk-backup-0001],
             protocol: {backup_protocol}, continuation: {continuation}}}
 fallbacks: {{"*": [backup/*]}}
@@ -116,8 +120,8 @@ timeouts: {{first_byte: 0.3s, idle: 0.3s}}
 async def run(server: LoopServer, dispatcher: Dispatcher, protocol: Protocol
               ) -> tuple[Result, bytes]:
     body: dict[str, Any] = {"model": "m", "stream": True}
-    body.update({"messages": [{"role": "user", "content": "hi"}]} if protocol is CHAT
-                else {"input": "hi"})
+    body.update({"input": "hi"} if protocol is RESPONSES else {
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 256})
     call = recognise("POST", f"{server.base_url}/primary{spec(protocol).path}",
                      [("authorization", "Bearer sk-client-0001")], json.dumps(body).encode(),
                      dispatcher.table)
@@ -147,6 +151,12 @@ def one_answer(protocol: Protocol, got: bytes) -> Assembled:
         assert sum(1 for e in events for c in e.get("choices") or () if c.get("finish_reason")) \
             <= 1
         assert got.endswith(b"data: [DONE]\n\n") and got.count(b"[DONE]") == 1
+    elif protocol is MESSAGES:
+        kinds = [e["type"] for e in events]
+        assert kinds.count("message_start") == 1 and kinds[-1] in ("message_stop", "error")
+        assert kinds.count("message_stop") + kinds.count("error") == 1
+        starts = [e["index"] for e in events if e["type"] == "content_block_start"]
+        assert starts == list(range(len(starts)))  # each block started once, in order
     else:
         numbers = [e["sequence_number"] for e in events]
         assert numbers == list(range(len(numbers)))
@@ -156,19 +166,21 @@ def one_answer(protocol: Protocol, got: bytes) -> Assembled:
     return answer
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(client=st.sampled_from([CHAT, RESPONSES]), translated=st.booleans(),
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(client=st.sampled_from([CHAT, RESPONSES, MESSAGES]),
+       upstream=st.sampled_from([CHAT, RESPONSES, MESSAGES]),
        backup=st.sampled_from(BACKUPS), how=st.sampled_from(BREAKS), data=st.data())
 def test_whatever_the_cut_the_client_gets_the_whole_answer_or_its_part_and_a_clean_error(
-        client: Protocol, translated: bool, backup: str, how: str, data: st.DataObject) -> None:
-    upstream = (RESPONSES if client is CHAT else CHAT) if translated else client
+        client: Protocol, upstream: Protocol, backup: str, how: str, data: st.DataObject
+) -> None:
     at = data.draw(st.integers(0, len(answer_stream(client, TEXT))), label="break at byte")
 
     handler = breaking(client, how, at, backup, upstream)
 
     async def go() -> None:
         async with LoopServer(handler) as server:
-            result, got = await run(server, setup(server, backup, upstream), client)
+            result, got = await run(server, setup(server, backup, upstream, client=client),
+                                    client)
             answer = one_answer(client, got)
             if answer.error is None and answer.text in (TEXT, REPHRASED):
                 return  # whole: from the primary, the backup, or both spliced
