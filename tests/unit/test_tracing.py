@@ -3,6 +3,7 @@ environment (export to a real receiver: tests/engine/test_tracing_export.py)."""
 
 from __future__ import annotations
 
+import json
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -10,7 +11,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from support.traces import SECRET, attempt, call, keep_host_otel_out
+from switchback.engine.charge import Bill
+from switchback.engine.results import Answer, Result
+from switchback.providers import ProviderTable
+from switchback.recognise import recognise
+from switchback.shell.reporting import call_trace
 from switchback.shell.tracing import CallTrace, Tracing
+from switchback.trail import Trail
+from switchback.vocabulary import CallOutcome
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +136,16 @@ def test_from_environment_needs_an_endpoint() -> None:
     assert not Tracing.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}).enabled
     assert not Tracing.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
                                          "OTEL_SDK_DISABLED": "true"}).enabled
+
+
+def test_a_rescued_call_is_traced_as_rescued_and_not_as_an_error() -> None:
+    """A stream carried on elsewhere after a cut reached its client whole."""
+    table = ProviderTable({})
+    llm = recognise("POST", "https://api.openai.com/v1/chat/completions", [],
+                    json.dumps({"model": "m", "messages": []}).encode(), table)
+    assert llm is not None
+    result = Result(Answer(200, [], b""), Trail(), outcome=CallOutcome.RESCUED)
+    trace = call_trace(llm, result, Bill("p", True, None, None), 1.0, 2.0)
+    assert trace.outcome == "rescued" and trace.error_type is None
+    result.outcome = CallOutcome.BROKEN
+    assert call_trace(llm, result, Bill("p", True, None, None), 1.0, 2.0).error_type == "broken"
