@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from switchback.config import ConfigError, Target, load_config, parse_config, parse_duration
+from switchback.config import (Config, ConfigError, Target, load_config, parse_config,
+                               parse_duration)
+from switchback.providers import BUILTIN
+from switchback.vocabulary import Rescue
 
 README_EXAMPLE = """
 providers:
@@ -73,7 +76,30 @@ BROKEN = [
     ("timeouts: {first_bite: 3s}", "timeouts.first_bite", "first_byte"),
     ("providers: [a, b]", "providers", "indented"),
     ("providers: {p: {base_url: 'https://x'}\n  bad", "line", "indentation"),
+    ("resume: sometimes", "resume", "resume: off"),
+    ("providers: {p: {base_url: 'https://x', continuation: maybe}}",
+     "providers.p.continuation", "prefill, restart, off"),
+    ("providers: {p: {base_url: 'https://x', prefix: yes please}}", "providers.p.prefix",
+     "prefix: true"),
 ]
+
+
+def test_resume_and_continuation():
+    config = parse_config("""
+resume: off
+providers:
+  local: {base_url: "http://localhost:8000/v1", continuation: restart}
+  mistral: {base_url: "https://api.mistral.ai/v1", keys: [k]}
+  other: {base_url: "https://other.example/v1"}
+""", "c.yaml", {})
+    assert config.resume is False and Config().resume is True
+    providers = config.providers
+    assert providers["local"].continuation is Rescue.RESTART
+    # A configured provider named like a built-in keeps what the built-in knows.
+    assert (providers["mistral"].continuation, providers["mistral"].prefix) == \
+        (Rescue.PREFILL, True)
+    assert (providers["other"].continuation, providers["other"].prefix) == (Rescue.PREFILL, False)
+    assert BUILTIN["openai"].continuation is Rescue.RESTART
 
 
 @pytest.mark.parametrize("text,key,fix", BROKEN, ids=[b[1] for b in BROKEN])
