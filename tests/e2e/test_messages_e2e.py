@@ -243,8 +243,9 @@ def test_a_stream_cut_mid_answer_is_continued_on_the_other_key_whole(setup):
         final = stream.get_final_message()
     assert "".join(texts) == "hello from anthropic" == final.content[0].text
     assert final.stop_reason == "end_turn" and len(final.content) == 1
-    # The other key was asked for the rest: the delivered start came back as prefill.
+    # The other key was asked for the rest: the delivered start came back as
+    # prefill, without the trailing space Anthropic refuses there.
     last = primary.seen[-1].body["messages"][-1]
-    assert last["role"] == "assistant" and last["content"] == "hello from "
+    assert last["role"] == "assistant" and last["content"] == "hello from"
     line = running.log_line("→ rescued")
     assert "cut after 5 chunks → anthropic" in line and "continued (prefill, " in line, line

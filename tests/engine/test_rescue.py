@@ -86,7 +86,9 @@ def broken(protocol: Protocol, how: str, at: int, body: dict) -> Script:
     if how == "stall":
         return Script.sse([stream[:at], stream[at:]], pause=30.0)
     boundary = stream.rfind(b"\n\n", 0, at) + 2 if stream.rfind(b"\n\n", 0, at) >= 0 else 0
-    error = {RESPONSES: {"type": "error", "code": "server_error", "message": "overloaded"},
+    numbered = len(SseParser().feed(stream[:boundary]))  # a Responses event's number
+    error = {RESPONSES: {"type": "error", "code": "server_error", "message": "overloaded",
+                         "sequence_number": numbered},
              MESSAGES: OVERLOADED}.get(protocol, {"error": {"message": "overloaded",
                                                             "type": "server_error"}})
     return Script.sse([stream[:boundary] + sse(error)])
@@ -163,7 +165,8 @@ def one_answer(protocol: Protocol, got: bytes) -> Assembled:
     else:
         numbers = [e["sequence_number"] for e in events]
         assert numbers == list(range(len(numbers)))
-        ends = [e for e in events if e["type"] in ("response.completed", "response.failed")]
+        ends = [e for e in events if e["type"] in ("response.completed", "response.failed",
+                                                    "error")]  # the provider's own, as it came
         assert len(ends) == 1 and ends[0] is events[-1]
         assert len({e["response"]["id"] for e in events if "response" in e}) == 1
     return answer
@@ -354,3 +357,61 @@ def delivered_text(stream: bytes) -> str:
     answer = assemble(CHAT, stream)
     assert answer is not None
     return answer.text
+
+
+SHORT = "The quick brown fox"
+
+
+@pytest.mark.parametrize("kind", ["rephrases", "prefill"])
+@pytest.mark.parametrize("upstream", [CHAT, RESPONSES, MESSAGES])
+def test_a_continuation_that_ends_inside_the_delivered_text_is_no_whole_answer(
+        kind: str, upstream: Protocol) -> None:
+    """A backup whose whole answer is shorter than what the client already
+    has (a restart, or a prefill answered afresh) finishes on a text the
+    splice refuses: the client gets the clean error, never a finish on a cut
+    text (found by a second read: chat clients got `[DONE]` and `rescued`)."""
+    at = answer_stream(CHAT, TEXT).index(b"lazy")
+
+    def handler(seen: Seen) -> Script:
+        if "/primary/" in seen.path:
+            return broken(CHAT, "cut", at, json.loads(seen.body))
+        return Script.sse([answer_stream(upstream, SHORT)])
+
+    async def go() -> None:
+        async with LoopServer(handler) as server:
+            result, got = await run(server, setup(server, kind, upstream), CHAT)
+            answer = one_answer(CHAT, got)
+            assert answer.error is not None and TEXT.startswith(answer.text), answer
+            assert result.outcome is CallOutcome.BROKEN
+    asyncio.run(go())
+
+
+def test_the_turn_after_a_rescued_responses_answer_replays_its_history() -> None:
+    """The spliced answer is no one provider's: its follow-up is not sent to
+    the backup with a `previous_response_id` the backup never made."""
+    at = answer_stream(RESPONSES, TEXT).index(b"lazy")
+    handler = breaking(RESPONSES, "cut", at, "prefill")
+
+    async def go() -> None:
+        async with LoopServer(handler) as server:
+            dispatcher = setup(server, "prefill", RESPONSES, client=RESPONSES)
+            result, got = await run(server, dispatcher, RESPONSES)
+            assert result.outcome is CallOutcome.RESCUED
+            one_answer(RESPONSES, got)
+            rid = [e.json() for e in SseParser().feed(got)][-1]["response"]["id"]
+            again = setup_again(server, dispatcher)
+            body = {"model": "m", "stream": True, "input": "more", "previous_response_id": rid}
+            call = recognise("POST", f"{server.base_url}/primary/responses",
+                             [("authorization", "Bearer sk-client-0001")],
+                             json.dumps(body).encode(), again.table)
+            asked = len(server.seen)
+            follow = await again.run(call)
+            if isinstance(follow.delivery, Committed):
+                await follow.delivery.aclose()
+            await again.transport.aclose()
+            for seen in server.seen[asked:]:
+                sent = json.loads(seen.body)
+                assert "previous_response_id" not in sent  # replayed: no one holds that id
+                assert any(isinstance(i, dict) and i.get("role") == "assistant"
+                           for i in sent["input"]), sent["input"]
+    asyncio.run(go())

@@ -16,6 +16,8 @@ from support.fakeprovider import (TOOL_ARGUMENTS, chat_events, chat_tool_events,
                                   response_tool_events, sse_bytes)
 from switchback.protocols.assemble import assemble
 from support.recorded_messages import ANSWERS, message, messages_sse, messages_stream, usage
+from switchback.health.errors import read_error
+from switchback.health.verdict import refuses_prefill
 from switchback.protocols.spec import spec
 from switchback.protocols.splice import Diverged, MessagesSplice, Splice, Spliced, flagged
 
@@ -53,11 +55,11 @@ def cut(protocol: Protocol, events: list, at: int) -> bytes:
 
 
 def continued(protocol: Protocol, delivered: bytes, continuation: list, mode: Rescue,
-              extra: Usage = Usage()) -> bytes:
+              extra: Usage = Usage(), tail: str = "") -> bytes:
     splice = splice_for(protocol)
     assert splice is not None
     splice.catch_up(delivered)
-    splice.begin(mode, extra)
+    splice.begin(mode, extra, tail)
     shaper = Spliced(spec(protocol).passthrough(), splice)
     out = b""
     for event in SseParser().feed(stream(continuation)):
@@ -327,3 +329,59 @@ def test_a_rephrased_messages_restart_diverges_and_the_error_is_the_clients() ->
         messages_continued(delivered, messages_stream(other), Rescue.RESTART)
     end = MessagesSplice().fail("upstream stream broke: reset")
     assert end.startswith(b"event: error\n") and b'"api_error"' in end
+
+
+def test_a_restart_never_sends_a_delta_into_a_block_the_client_had_whole() -> None:
+    """A thinking block the client had to its stop keeps its own signature
+    (found by a second read: the restart's came after the stop)."""
+    events = messages_stream(ANSWERS["two-thinking-blocks"])
+    text_start = next(i for i, (name, data) in enumerate(events)
+                      if name == "content_block_start" and data["content_block"]["type"] == "text")
+    delivered = messages_sse(events[:text_start + 2])  # into the text block
+    got = messages_continued(delivered, events, Rescue.RESTART)
+    stopped: set[int] = set()
+    for event in SseParser().feed(got):
+        payload = event.json()
+        if isinstance(payload, dict) and payload["type"] == "content_block_stop":
+            stopped.add(payload["index"])
+        if isinstance(payload, dict) and payload["type"] == "content_block_delta":
+            assert payload["index"] not in stopped, payload
+
+
+def test_a_prefill_sent_without_trailing_whitespace_is_continued_without_doubling_it() -> None:
+    """Anthropic refuses a prefill that ends in whitespace, so it goes without;
+    the model's continuation then starts with the whitespace the client has."""
+    delivered, text = words_cut(CHAT, 5)
+    assert text.endswith(" ")
+    rest = " " + TEXT[len(text):]  # the continuation after "…fox" starts with its space
+    check_one_answer(CHAT, continued(CHAT, delivered, recorded(CHAT, rest, rid="second"),
+                                     Rescue.PREFILL, tail=" "))
+
+
+@pytest.mark.parametrize("message,refused", [
+    ("This model does not support assistant message prefill. The conversation must end "
+     "with a user message.", True),
+    ("messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+     "`text`. When `thinking` is enabled, a final `assistant` message must start with a "
+     "thinking block.", True),
+    ("Expected last role User or Tool (or Assistant with prefix True) for serving but got "
+     "assistant", True),
+    ("messages: final assistant content cannot end with trailing whitespace", False),
+    ("max_tokens: must be at most 8192", False),
+])
+def test_refusals_of_a_prefill_are_told_from_other_client_errors(message: str,
+                                                                 refused: bool) -> None:
+    body = json.dumps({"type": "error", "error": {"type": "invalid_request_error",
+                                                  "message": message}}).encode()
+    assert refuses_prefill(400, read_error(body)) is refused
+
+
+def test_a_messages_prefill_with_thinking_on_is_not_made() -> None:
+    """Anthropic wants the final assistant turn to open with its thinking: a
+    started text cannot be prefilled then, and the rescue restarts."""
+    prefill = spec(Protocol.MESSAGES).prefill
+    assert prefill is not None
+    body = {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}
+    assert prefill(body, "He")["messages"][-1] == {"role": "assistant", "content": "He"}
+    assert prefill({**body, "thinking": {"type": "enabled", "budget_tokens": 1024}}, "He") \
+        is None

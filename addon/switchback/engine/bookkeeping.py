@@ -31,6 +31,11 @@ from .headers import own_call, response_headers
 from .results import Answer, AttemptRecord
 
 
+# Who produced an answer spliced from several attempts: no candidate is, so
+# none is handed its follow-up as its own (each gets the history replayed).
+SPLICED = "(spliced)"
+
+
 def caller(call: LlmCall) -> str:
     """Whose conversation a call's is: its own credential's fingerprint."""
     return fingerprint(call.credential) if call.credential else ""
@@ -188,17 +193,23 @@ class Bookkeeper:
     def streamed(self, ctx: CallContext, candidate: Candidate, final: Any,
                  dropped: tuple[str, ...]) -> None:
         """A stream delivered whole: the conversation it ends, and what its
-        translation had no form for."""
+        translation had no form for. An answer spliced from several attempts
+        is no one provider's: its follow-ups get the history replayed."""
         if dropped:
             ctx.trail.note(f"dropped {', '.join(dropped)}")
-        self.conversation(ctx, candidate, final)
+        rescued = ctx.rescuer is not None and ctx.rescuer.rescues > 0
+        self.conversation(ctx, candidate, final, SPLICED if rescued else None)
 
-    def conversation(self, ctx: CallContext, candidate: Candidate, response: Any) -> None:
+    def conversation(self, ctx: CallContext, candidate: Candidate, response: Any,
+                     producer: str | None = None) -> None:
         """What an answer leaves to remember: who produced the sealed content
-        in it, and the conversation it ends (Responses), for its follow-ups."""
+        in it, and the conversation it ends (Responses), for its follow-ups.
+        `producer`: whose the answer is, when not `candidate`'s alone."""
         body, conversations = ctx.call.body, self.learned.conversations
         client = spec(ctx.call.protocol)
-        if client.seals is not None and candidate.protocol is ctx.call.protocol:
+        owner = producer or candidate.owner
+        if client.seals is not None and candidate.protocol is ctx.call.protocol \
+                and producer is None:
             # The content it sealed, and what it read of unknown producers: its own.
             produced = [*client.seals.produced(response), *ctx.sent_unknown]
             if produced:
@@ -214,8 +225,8 @@ class Bookkeeper:
                 response.get("status") not in ("completed", "incomplete"):
             # Its earlier turns are unknown here: handing on half a conversation
             # would be worse than none. Remember only who can continue it.
-            conversations.affinity.put(response_id, candidate.owner, conversations.ttl)
+            conversations.affinity.put(response_id, owner, conversations.ttl)
             return
         earlier = continuation.turn.items if continuation and continuation.turn else ()
-        conversations.record(response_id, extend(earlier, body, output, candidate.owner,
+        conversations.record(response_id, extend(earlier, body, output, owner,
                                                  caller(ctx.call)))

@@ -259,6 +259,10 @@ async def deliver(chunks: AsyncIterator[bytes], parser: SseParser, shaper: Strea
             original = rescue.original or stop
             if stop is original and stop.event is not None:
                 last += shape(shaper, [stop.event])  # the provider's own words, as today
+                if shaper.complete:  # and its protocol's end (a Responses error event)
+                    yield redact(last)
+                    broke(stop.why)
+                    return
             stop = original
         if stop is None or stop.closed:  # its protocol's own end for either
             answered = shaper.complete

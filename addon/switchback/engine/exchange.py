@@ -18,9 +18,10 @@ from ..config import Timeouts
 from ..health.verdict import Outcome
 from ..protocols.metered import Metered
 from ..protocols.shapers import StreamShaper
+from ..protocols.splice import Diverged
 from ..protocols.sse import EventTooLarge, SseParser
 from ..redact import Redactor
-from ..vocabulary import FailureKind, Protocol
+from ..vocabulary import Break, FailureKind, Protocol
 from .delivery import Committed, Resumer, Tap, deliver, first_bytes
 from .gate import Head, read_head
 from .headers import response_headers
@@ -52,6 +53,8 @@ class Held:
         another (every event is looked at)."""
         first, stop = first_bytes(self.head, shaper, redact,
                                   upstream if rescue is not None else None, splicing)
+        if stop is not None and stop.kind is Break.REPHRASED:
+            raise Diverged(stop.why)  # a continuation that differs at once: not committed
         if rescue is not None:
             rescue.record(first)
         made: list[Committed] = []  # the stream, once made: its delivery says how it ended

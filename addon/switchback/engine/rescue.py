@@ -128,15 +128,21 @@ class Rescuer:
         if self.afford is not None and not await self.afford():
             ctx.trail.note("not continued (over budget)")
             return None
+        # The delivered text, sent back without its trailing whitespace (which
+        # Anthropic refuses at a prefill's end); None when it cannot be sent.
+        text = splice.prefill()
+        start = text.rstrip() if text else ""
+        prefilled = self.prefill(ctx.call.body, start) if start and self.prefill else None
+        tail = text[len(start):] if text else ""
         for planned in self.candidates:
             candidate = ctx.in_call_protocol(planned)
             if candidate.owner in self.broken or candidate.provider.name in ctx.dead_providers \
-                    or self.cooling(candidate):
+                    or candidate.model in ctx.too_long or self.cooling(candidate):
                 continue
-            for mode in self._modes(candidate):
-                body = ctx.call.body if mode is Rescue.RESTART else self.prefill(
-                    ctx.call.body, splice.prefill() or "")
-                splice.begin(mode, self._extra)
+            for mode in self._modes(candidate, prefilled is not None):
+                body = prefilled if mode is Rescue.PREFILL else ctx.call.body
+                assert body is not None
+                splice.begin(mode, self._extra, tail if mode is Rescue.PREFILL else "")
                 ctx.resuming = Resuming(body, mode, splice)
                 try:
                     delivery = await self.attempt(ctx, candidate)
@@ -165,11 +171,11 @@ class Rescuer:
         if stream is self.current and stream.broke is None:
             self.ctx.trail.steps[self.step] = f"{self.words}, {self.splice.continued} chunks)"
 
-    def _modes(self, candidate: Candidate) -> tuple[Rescue, ...]:
+    def _modes(self, candidate: Candidate, prefillable: bool) -> tuple[Rescue, ...]:
         setting = candidate.provider.continuation
         if setting is Rescue.OFF:
             return ()
-        if setting is Rescue.PREFILL and self.splice.prefill() is not None and self.prefill \
+        if setting is Rescue.PREFILL and prefillable \
                 and not self.quirks.has(candidate.provider.name, Quirk.NO_PREFILL,
                                         candidate.model):
             return (Rescue.PREFILL, Rescue.RESTART)

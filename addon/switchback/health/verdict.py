@@ -112,8 +112,12 @@ def endpoint_missing(status: int, info: ErrorRecord) -> bool:
 
 # A request refused for its last message being the assistant's: "does not
 # support assistant message prefill", "the last message must be a user
-# message", "Expected last role User or Tool … but got assistant".
-_PREFILL = re.compile(r"prefill|prefix|(last|final) (message|role)|assistant message", re.I)
+# message", "Expected last role User or Tool … but got assistant", "a final
+# `assistant` message must start with a thinking block". (Anthropic's "final
+# assistant content cannot end with trailing whitespace" is no refusal of
+# prefill: a prefill is sent without its trailing whitespace.)
+_PREFILL = re.compile(r"prefill|prefix|(last|final) (message|role)|assistant message|"
+                      r"final .?assistant.? message", re.I)
 
 
 def refuses_prefill(status: int, info: ErrorRecord) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .kinds import Signal, event_type
 from .reasoning import Seals, Sifted, sift_items
+from .splice import prefilled_messages
 from .sse import Event, encode
 from .usage import STRING, Usage, answer_usage, count
 
@@ -263,6 +264,13 @@ def sift(body: Mapping[str, Any], producers: Mapping[str, str], to: str,
         return Sifted(without_thinking(sifted), left_out, unknown,
                       "thinking turned off: the last turn's thinking is another account's")
     return Sifted(sifted, left_out, unknown)
+
+
+def prefilled(body: dict, text: str) -> dict | None:
+    """A Messages request asking for the rest of a started answer; None with
+    thinking on: Anthropic wants the final assistant turn to open with its
+    thinking block, and a started text has none (a restart serves instead)."""
+    return None if thinking_on(body) else prefilled_messages(body, text)
 
 
 def thinking_on(body: Mapping[str, Any]) -> bool:

@@ -61,7 +61,7 @@ class Spec:
     # how a request asks for the rest of a started answer, and how that start
     # is marked for a provider that wants it marked (`prefix: true`).
     splice: Callable[[], Splice] | None = None
-    prefill: Callable[[dict, str], dict] | None = None
+    prefill: Callable[[dict, str], dict | None] | None = None
     mark_prefix: Callable[[dict], dict] | None = None
 
     def classify(self, event: Event) -> Signal:
@@ -93,7 +93,7 @@ SPECS: Mapping[Protocol, Spec] = {spec.protocol: spec for spec in (
          defaults=(("anthropic-version", messages.VERSION),), hosts=("api.anthropic.com",),
          switch=Protocol.CHAT, seals=messages.SEALS, session=messages.session,
          count_path="/messages/count_tokens",
-         splice=MessagesSplice, prefill=prefilled_messages),
+         splice=MessagesSplice, prefill=messages.prefilled),
 )}
 
 

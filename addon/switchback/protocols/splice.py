@@ -68,6 +68,7 @@ class Progress:
     # text all over again (a provider that answered the prefill as a finished
     # turn and started afresh); None once that is settled.
     held: str | None = None
+    tail: str = ""  # the whitespace the prefill left off the client's text (not sent)
 
     def take(self, delta: str, last: bool) -> str:
         """What of `delta` the client does not have yet. `last`: the part is
@@ -79,8 +80,10 @@ class Progress:
                 self.held = held
                 return ""
             self.held = None
-            # Started afresh: what it repeats is dropped; else all of it goes on.
-            delta = held[len(text):] if held.startswith(text) else held
+            # Started afresh: what it repeats is dropped; else all of it goes
+            # on, but for the whitespace the client already has.
+            delta = held[len(text):] if held.startswith(text) else \
+                held[len(self.tail):] if self.tail and held.startswith(self.tail) else held
             if not delta:
                 return ""
         elif self.matched < len(text):
@@ -119,6 +122,7 @@ class Splice:
     begun: list[Part] = field(default_factory=list)  # the client's parts when it began
     laid: dict[int, Progress] = field(default_factory=dict)  # begun part's id → its progress
     continued: int = 0  # events the continuation gave the client
+    tail: str = ""  # whitespace a prefill left off the client's text
 
     def catch_up(self, delivered: bytes) -> None:
         """Learn the client's state from the bytes it got."""
@@ -141,9 +145,10 @@ class Splice:
             return None
         return self.parts[-1].text
 
-    def begin(self, mode: Rescue, extra: Usage) -> None:
-        """A continuation starts; `extra` is what the attempts before it used."""
-        self.mode, self.extra, self.continued = mode, extra, 0
+    def begin(self, mode: Rescue, extra: Usage, tail: str = "") -> None:
+        """A continuation starts; `extra` is what the attempts before it used,
+        `tail` the whitespace a prefill left off the end of the client's text."""
+        self.mode, self.extra, self.continued, self.tail = mode, extra, 0, tail
         self.begun, self.laid = list(self.parts), {}
 
     def take(self, data: bytes) -> bytes:
@@ -193,7 +198,7 @@ class Splice:
     def continue_(self, part: Part) -> Progress:
         """A prefill's text laid over the client's text it continues."""
         progress = self.lay(part, len(part.text))
-        progress.held = ""
+        progress.held, progress.tail = "", self.tail
         return progress
 
     def last(self, part: Part) -> bool:
@@ -239,8 +244,8 @@ class ChatSplice(Splice):
     def blocker(self) -> str | None:
         return "several choices (n > 1)" if self.multiple else super().blocker()
 
-    def begin(self, mode: Rescue, extra: Usage) -> None:
-        super().begin(mode, extra)
+    def begin(self, mode: Rescue, extra: Usage, tail: str = "") -> None:
+        super().begin(mode, extra, tail)
         self.own = {}
 
     def record(self, name: str | None, payload: dict) -> None:
@@ -483,8 +488,8 @@ class ResponsesSplice(Splice):
     base: int = 0  # a prefill continues the client's last content part from this index
     begun_items: list[Item] = field(default_factory=list)  # the client's when it began
 
-    def begin(self, mode: Rescue, extra: Usage) -> None:
-        super().begin(mode, extra)
+    def begin(self, mode: Rescue, extra: Usage, tail: str = "") -> None:
+        super().begin(mode, extra, tail)
         self.own, self.base = {}, 0
         self.begun_items = sorted(self.items.values(), key=lambda i: i.index)
 
@@ -773,8 +778,8 @@ class MessagesSplice(Splice):
     own: dict[int, Block | None] = field(default_factory=dict)
     begun_blocks: list[Block] = field(default_factory=list)
 
-    def begin(self, mode: Rescue, extra: Usage) -> None:
-        super().begin(mode, extra)
+    def begin(self, mode: Rescue, extra: Usage, tail: str = "") -> None:
+        super().begin(mode, extra, tail)
         self.own = {}
         self.begun_blocks = sorted(self.blocks.values(), key=lambda b: b.index)
 
@@ -839,8 +844,9 @@ class MessagesSplice(Splice):
         delta = payload.get("delta")
         key = _BLOCK_DELTAS.get(delta.get("type")) if isinstance(delta, dict) else None
         if key is None or not isinstance(delta.get(key), str):  # type: ignore[union-attr]
-            # A signature: the client's block, repeated whole, takes the new one's.
-            return {**payload, "index": block.index}
+            # A signature: the client's open block, repeated whole, takes the
+            # new one's; a block the client had whole keeps its own.
+            return None if block.part.done else {**payload, "index": block.index}
         text = progress.take(delta[key], self.last(block.part))  # type: ignore[index]
         return {**payload, "index": block.index, "delta": {**delta, key: text}} \
             if text else None  # type: ignore[dict-item]
@@ -923,7 +929,9 @@ class Spliced:
 
     @property
     def complete(self) -> bool:
-        return self.inner.complete
+        """Judged by what the client got: an attempt that finished on a text
+        the splice refused (`Diverged`) gave the client no end."""
+        return self.splice.complete
 
     @property
     def final(self) -> dict | None:
@@ -933,8 +941,9 @@ class Spliced:
         return self.splice.take(self.inner.feed(event))
 
     def finish(self) -> bytes:
-        return self.splice.take(self.inner.finish())
+        return self.fail("upstream stream ended before the answer was complete")
 
     def fail(self, message: str) -> bytes:
-        return self.splice.fail(message) if not self.inner.complete else \
-            self.splice.take(self.inner.fail(message))
+        if not self.splice.complete:
+            return self.splice.fail(message)
+        return self.splice.take(self.inner.fail(message))
