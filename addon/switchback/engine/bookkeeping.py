@@ -97,6 +97,7 @@ class CallContext:
     candidates: tuple[Candidate, ...] = ()  # as planned: a rescue goes down the same list
     rescuer: Any = None  # the rescue of the stream this call committed (`engine.rescue`)
     resuming: Any = None  # what a rescue attempt sends (`engine.rescue.Resuming`)
+    streamed: int = -1  # the attempt whose stream the client got first
 
     def in_call_protocol(self, candidate: Candidate) -> Candidate:
         """A provider switched earlier in this call stays switched for its other keys."""

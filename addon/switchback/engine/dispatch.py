@@ -243,7 +243,7 @@ class Dispatcher:
         served = ctx.served_by
         switched = served is not None and served.protocol is not ctx.call.protocol
         return Result(delivery, ctx.trail, served, len(ctx.failures), switched, ctx.attempts,
-                      outcome, ctx.usage)
+                      outcome, ctx.usage, ctx.streamed)
 
     def _rotation(self, provider: Provider, keys: tuple[str, ...]) -> tuple[str, ...]:
         """A provider's keys, least recently used first."""
@@ -382,6 +382,8 @@ class Dispatcher:
             exchanged.held = None  # the relay owns it now
             books.served(ctx, candidate, record, verdict.hints)
             committed.priced = (candidate.provider.base_url, candidate.model)
+            if ctx.resuming is None:
+                ctx.streamed = len(ctx.attempts) - 1
             if rescuer is not None and ctx.resuming is None:
                 ctx.rescuer = rescuer
                 rescuer.serves(committed, candidate, ctx.label(candidate))

@@ -60,6 +60,7 @@ class Result:
     attempts: list[AttemptRecord] = field(default_factory=list)
     outcome: CallOutcome = CallOutcome.OK
     usage: Usage | None = None  # of a whole answer, as the provider reported it
+    streamed: int = -1  # the attempt whose stream the client got (first, when rescued)
 
     def conclude(self) -> None:
         """Once a stream has closed, the call's outcome is what its client got:

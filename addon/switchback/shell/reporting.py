@@ -64,7 +64,7 @@ class Reporting:
         if isinstance(delivery, Committed) and result.attempts:
             # The attempt that served a stream lasted as long as the stream, and
             # sent what its tap kept (when somebody can look).
-            served = result.attempts[-1]
+            served = result.attempts[result.streamed]
             served.ended = ended
             sent = delivery.upstream.sent() if delivery.upstream is not None else None
             if sent is not None:
