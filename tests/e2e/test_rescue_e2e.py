@@ -77,7 +77,7 @@ def test_e2e_a_cut_chat_stream_reaches_the_sdk_whole(running):
     assert {c.id for c in chunks} == {chunks[0].id}
     assert [c.choices[0].finish_reason for c in chunks if c.choices
             and c.choices[0].finish_reason] == ["stop"]
-    assert prefill_of(backup.seen[-1]) == start
+    assert prefill_of(backup.seen[-1]) == start.rstrip()  # sent without trailing space
     line = proxy.log_line("→ rescued")
     assert f"primary cut after {CUT_AT} chunks → backup continued (prefill, " in line, line
     assert any('outcome="rescued"' in sample and sample.endswith(" 1.0")
@@ -109,7 +109,7 @@ def test_e2e_a_cut_responses_stream_reaches_the_sdk_whole(running):
     assert completed.type == "response.completed"
     assert completed.response.id == "resp_primary" and completed.response.output_text == TEXT
     assert completed.response.usage.output_tokens > 3  # both attempts: what each wrote
-    assert prefill_of(backup.seen[-1]) == start
+    assert prefill_of(backup.seen[-1]) == start.rstrip()  # sent without trailing space
     proxy.log_line("→ rescued")
 
 
