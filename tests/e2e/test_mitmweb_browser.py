@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anthropic
 import pytest
 from mitmproxy.version import VERSION
 from playwright.sync_api import Page, expect, sync_playwright
 
-from support.fakeprovider import CHAT, LIMITED, PAIR
+from support.fakemessages import MESSAGES as FAKE_MESSAGES
+from support.fakeprovider import CHAT, LIMITED, PAIR, Reply
 from support.proxy import BIN, GUARD, Proxy, ROOT, free_port, stop, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -169,3 +171,38 @@ def test_mitmweb_shows_calls_attempts_and_answers_as_a_person_reads_them(
 
         flows_text = page.locator(".flow-table").inner_text()
         assert "sk-client-key" not in flows_text and "sk-backup-literal" not in flows_text
+
+
+def test_mitmweb_shows_a_claude_call_rescued_mid_answer(fakes, tmp_path, confdir, server_cert,
+                                                        page):
+    """A Messages stream cut on key 1 and carried on by key 2, as a person
+    sees it: one call with the trail of its rescue, its two attempts under
+    it, and the answer assembled whole in the LLM view."""
+    claude = fakes("anthropic", paths=(FAKE_MESSAGES,))
+    claude.script(Reply(cut_after=5))  # its first words, then the connection drops
+    config = (f'providers:\n  anthropic: {{base_url: "{claude.base_url}", protocol: messages, '
+              'keys: [sk-ant-api03-one, sk-ant-api03-two]}\n')
+    with switchback_web(tmp_path, confdir, server_cert.ca, config) as (proxy, web_port):
+        client = anthropic.Anthropic(base_url=claude.base_url.removesuffix("/v1"),
+                                     api_key="sk-ant-own", max_retries=0,
+                                     http_client=proxy.http_client(timeout=30))
+        with client.messages.stream(model="claude-x", max_tokens=64,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            assert stream.get_final_message().content[0].text == "hello from anthropic"
+
+        page.goto(f"http://127.0.0.1:{web_port}/" + (f"?token={TOKEN}" if NEW_WEB else ""))
+        rows = page.locator(".flow-table tbody tr.has-request")
+        expect(rows).to_have_count(3)
+        comments = page.locator(".flow-table tbody tr.has-request td.col-comment")
+        expect(comments.first).to_contain_text("· call ")
+        texts = comments.all_inner_texts()
+        assert re.match(r"🩹 anthropic#\w+ cut after 5 chunks → anthropic#\w+ continued "
+                        r"\(prefill, \d+ chunks\) · 2 attempts · ", texts[0]), texts[0]
+        marks = page.locator(".flow-table tbody tr.has-request .marker").all_inner_texts()
+        assert marks == ["🩹", "↪", "↪"]  # the call, marked rescued; its attempts
+        assert [t.split(" · ")[0][:2] for t in texts[1:]] == ["↪ ", "↪ "]
+        shown = open_flow(page, rows.nth(0), "Response", "hello from anthropic")
+        assert "answer (assembled from" in shown and "hello from anthropic" in shown
+        assert re.search(r"protocol\s+messages", shown)
+        assert "event: content_block_delta" not in shown
+        shot(page, "rescued-claude-call")

@@ -25,7 +25,8 @@ from .tracing import AttemptTrace, CallTrace
 
 logger = logging.getLogger(__name__)
 # mitmweb marks a flow with one emoji (by its shortcode); the comment shows them all.
-MARKS = {"failed over": (":twisted_rightwards_arrows:", "🔀"),
+MARKS = {"rescued": (":adhesive_bandage:", "🩹"),
+         "failed over": (":twisted_rightwards_arrows:", "🔀"),
          "translated": (":arrows_counterclockwise:", "🔄")}
 ATTEMPT_MARK = (":arrow_right_hook:", "↪")  # an attempt's flow: not a call a client made
 CALL_NAME = 8  # characters of a flow id that name its call in comments (`~comment NAME`)
@@ -70,6 +71,7 @@ class Reporting:
             if sent is not None:
                 served.response_body = sent
         marks = [name for name, happened in (
+            ("rescued", result.outcome is CallOutcome.RESCUED),
             ("failed over", result.failures and result.served_by is not None),
             ("translated", result.switched)) if happened]
         if marks:
